@@ -1,0 +1,56 @@
+"""The ``noah`` command.
+
+Each sub-command lives in its own module, which provides ``add_arguments(parser)`` and
+``run(args) -> int``; this file only wires them up, so a new command is one line in
+``COMMANDS``. Errors meant for the user (:class:`noah.errors.NoahError`, missing files, bad
+flags) print as one line and exit with status 2; anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from noah.errors import NoahError
+
+#: command -> (module implementing it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("noah.commands.models", "list the paper's models with their presets and numbers"),
+    "info": ("noah.commands.info", "describe one model: backbone, head, parameters, feature map"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``only``, import just that command's module."""
+    parser = argparse.ArgumentParser(prog="noah", description="NOAH: Non-glObal Attentive Head for image classifiers")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or only == name:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command)
+            command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the chosen command's module: `noah models` should not pay for the trainer.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(only=chosen)
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (NoahError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        print(f"noah {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"noah {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Small ``noah`` sub-commands that need no engine (see ``noah.cli.COMMANDS``)."""
