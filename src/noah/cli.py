@@ -19,6 +19,7 @@ from noah.errors import NoahError
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("noah.commands.models", "list the paper's models with their presets and numbers"),
     "info": ("noah.commands.info", "describe one model: backbone, head, parameters, feature map"),
+    "benchmark": ("noah.bench", "measure NOAH against the GAP baseline: parameters, MACs, speed"),
 }
 
 

@@ -12,11 +12,31 @@ blocks and key ratio ``r`` (SPEC §2):
 
 The parameters live in two grouped 1x1 ``Conv2d`` modules named ``query`` (key embedding) and
 ``value``, exactly as in the official checkpoints (output channel ``n*M + m``), so released
-weights load unchanged. How the forward pass uses them is an implementation detail.
+weights load unchanged. How the forward pass uses them is an implementation detail; three
+implementations compute the same numbers (see :meth:`NOAHHead.set_impl`):
+
+``"plain"``
+    the formula as written (grouped ``conv2d``, softmax, product, sum) -- the reference.
+``"fast"`` (default)
+    batched matmuls over one channels-last view of ``X``. Without autograd on CPU it runs in
+    cache-sized chunks and never materialises the attention: since softmax ignores a per-class
+    shift, the keys are computed from *position-centred* features (``K - mean_l K``, which also
+    drops the key bias) and pre-scaled by ``log2(e)``, so ``exp2`` of the matmul output is the
+    unnormalised attention with no max pass; ``y = sum_n (sum_l E*V') / (sum_l E) + sum_n b_v``
+    with the value bias added once at the end. A chunk whose exponentials overflow (a class whose
+    key logits spread more than ~88 over the positions) is detected and recomputed with the
+    exact max-subtracted softmax. With autograd, under ``torch.compile``/export, autocast or on
+    other devices it uses the same matmuls with an explicit softmax.
+``"lean"``
+    the fast matmuls inside a custom autograd function that keeps only the input for backward
+    and recomputes attention and values class chunk by class chunk, so training memory does not
+    grow with ``B*N*M*L``. Dropout masks are drawn per chunk from a generator seeded from the
+    global RNG and redrawn identically in backward.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -26,6 +46,8 @@ from torch import nn
 from noah.errors import ConfigError, ShapeError
 
 __all__ = ["NOAHHead", "NOAHOutput", "split_channels"]
+
+_LOG2E = math.log2(math.e)
 
 
 class NOAHOutput(NamedTuple):
@@ -78,6 +100,130 @@ def split_channels(
     return key_channels, value_channels, key_channels // num_heads, value_channels // num_heads
 
 
+def _graph_mode() -> bool:
+    """True while tracing for ``torch.compile``, ``torch.export``/ONNX or TorchScript."""
+    # the TorchScript-based ONNX exporter traces, the dynamo-based one compiles
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def _block_inputs(x2d: torch.Tensor, num_heads: int, head_split: bool) -> torch.Tensor:
+    """``(R, c)`` features to the ``(N, R, c/N)`` per-block matmul operand (a view).
+
+    Without the first-level split every block sees all ``c`` channels (a stride-0 expand).
+    """
+    if head_split:
+        return x2d.unflatten(1, (num_heads, -1)).transpose(0, 1)
+    return x2d.unsqueeze(0).expand(num_heads, -1, -1)
+
+
+def _prefix(buffer: torch.Tensor, *shape: int) -> torch.Tensor:
+    """A contiguous ``shape`` view onto the start of a flat scratch ``buffer``."""
+    return buffer[: math.prod(shape)].view(shape)
+
+
+class _Projection(NamedTuple):
+    """The head's parameters as per-block matmul operands (views of the conv parameters).
+
+    ``wk``/``wv`` are ``(N, M, ck)``/``(N, M, cv)``, ``bk``/``bv`` are ``(N, M)``.
+    """
+
+    wk: torch.Tensor
+    bk: torch.Tensor
+    wv: torch.Tensor
+    bv: torch.Tensor
+
+
+def _class_chunk_maps(
+    gk: torch.Tensor,
+    gv: torch.Tensor,
+    proj: _Projection,
+    classes: slice,
+    batch: int,
+    generator: torch.Generator | None,
+    p: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Attention and (dropped-out) value maps ``(N, B, L, mc)`` of the classes in ``classes``.
+
+    ``gk``/``gv`` are the ``(N, B*L, c)`` block operands. Post-matmul arithmetic runs in float32
+    (or float64 for float64 inputs) whatever the matmul dtype. Returns ``(A, V, mask)`` where
+    ``mask`` is the scaled dropout mask (``None`` without dropout).
+    """
+    n = gk.shape[0]
+    acc = torch.float64 if gk.dtype == torch.float64 else torch.float32
+    keys = torch.baddbmm(proj.bk[:, None, classes], gk, proj.wk[:, classes].transpose(1, 2))
+    values = torch.baddbmm(proj.bv[:, None, classes], gv, proj.wv[:, classes].transpose(1, 2))
+    keys = keys.to(acc).view(n, batch, -1, keys.shape[-1])
+    values = values.to(acc).view(keys.shape)
+    mask = None
+    if p > 0.0:
+        mask = torch.empty_like(values).bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)
+        values = values * mask
+    return keys.softmax(dim=2), values, mask
+
+
+def _class_chunks(num_classes: int, per_class: int, budget: int) -> list[slice]:
+    size = max(1, min(num_classes, budget // max(per_class, 1)))
+    return [slice(m0, min(num_classes, m0 + size)) for m0 in range(0, num_classes, size)]
+
+
+class _LeanPOCA(torch.autograd.Function):
+    """POCA logits with chunked recomputation: saves the inputs only, never ``O(B*N*M*L)`` maps.
+
+    ``forward(xk, xv, wk, bk, wv, bv, num_heads, batch, head_split, p, seed, budget)`` with
+    ``xk``/``xv`` the ``(B*L, ck)``/``(B*L, cv)`` key/value features, weights as in
+    :class:`_Projection`; returns float32 (float64) logits ``(B, M)``.
+    """
+
+    @staticmethod
+    def forward(ctx, xk, xv, wk, bk, wv, bv, num_heads, batch, head_split, p, seed, budget):  # type: ignore[override]
+        ctx.save_for_backward(xk, xv, wk, bk, wv, bv)
+        ctx.config = (num_heads, batch, head_split, p, seed, budget)
+        proj = _Projection(wk, bk, wv, bv)
+        gk, gv = _block_inputs(xk, num_heads, head_split), _block_inputs(xv, num_heads, head_split)
+        generator = _generator(xk.device, seed) if p > 0.0 else None
+        acc = torch.float64 if xk.dtype == torch.float64 else torch.float32
+        logits = xk.new_empty(batch, wk.shape[1], dtype=acc)
+        for classes in _class_chunks(wk.shape[1], num_heads * xk.shape[0], budget):
+            attention, values, _ = _class_chunk_maps(gk, gv, proj, classes, batch, generator, p)
+            torch.sum(attention.mul_(values).sum(2), 0, out=logits[:, classes])
+        return logits
+
+    @staticmethod
+    def backward(ctx, grad_logits):  # type: ignore[override]
+        xk, xv, wk, bk, wv, bv = ctx.saved_tensors
+        num_heads, batch, head_split, p, seed, budget = ctx.config
+        proj = _Projection(wk, bk, wv, bv)
+        gk, gv = _block_inputs(xk, num_heads, head_split), _block_inputs(xv, num_heads, head_split)
+        generator = _generator(xk.device, seed) if p > 0.0 else None
+        grads = {name: torch.zeros_like(t) for name, t in zip(("wk", "bk", "wv", "bv"), (wk, bk, wv, bv))}
+        dgk = torch.zeros(gk.shape, dtype=gk.dtype, device=gk.device)
+        dgv = torch.zeros(gv.shape, dtype=gv.dtype, device=gv.device)
+        for classes in _class_chunks(wk.shape[1], num_heads * xk.shape[0], budget):
+            attention, values, mask = _class_chunk_maps(gk, gv, proj, classes, batch, generator, p)
+            g = grad_logits[:, classes].to(attention.dtype)[None, :, None, :]  # (1, B, 1, mc)
+            pooled = (attention * values).sum(2, keepdim=True)  # (N, B, 1, mc)
+            # d logits / d V = A;  d logits / d K = A * (V - sum_l A V)   (softmax Jacobian)
+            d_keys = values.sub_(pooled).mul_(attention).mul_(g)
+            d_values = attention.mul_(g) if mask is None else attention.mul_(g).mul_(mask)
+            for d_map, operand, weight, dw, db, dx in (
+                (d_keys, gk, wk, grads["wk"], grads["bk"], dgk),
+                (d_values, gv, wv, grads["wv"], grads["bv"], dgv),
+            ):
+                d2 = d_map.flatten(1, 2).to(operand.dtype)  # (N, B*L, mc)
+                dw[:, classes] = torch.bmm(d2.transpose(1, 2), operand)
+                db[:, classes] = d2.sum(1)
+                dx.baddbmm_(d2, weight[:, classes])
+        dxk = dgk.transpose(0, 1).flatten(1) if head_split else dgk.sum(0)
+        dxv = dgv.transpose(0, 1).flatten(1) if head_split else dgv.sum(0)
+        return dxk, dxv, grads["wk"], grads["bk"], grads["wv"], grads["bv"], None, None, None, None, None, None
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
 class NOAHHead(nn.Module):
     """Non-glObal Attentive Head: ``(B, C, H, W)`` features to ``(B, num_classes)`` logits.
 
@@ -89,11 +235,19 @@ class NOAHHead(nn.Module):
         dropout: dropout rate applied to the value maps during training.
         head_split: first-level split; ``False`` lets every block see all key/value channels.
         kv_split: second-level split; ``False`` feeds all ``C`` channels to both embeddings.
-        impl: ``"fast"`` (batched matmuls over a channels-last copy) or ``"plain"`` (grouped
-            ``conv2d`` as written in the paper). Both give the same numbers; see ``set_impl``.
+        impl: ``"fast"`` (default), ``"plain"`` or ``"lean"``; all give the same numbers, see
+            :meth:`set_impl` and the module docstring.
+        chunk_elements: working-set size, in map elements, of one chunk of the chunked paths
+            (fast inference on CPU and ``"lean"``); only speed and peak memory depend on it.
     """
 
-    IMPLS = ("fast", "plain")
+    IMPLS = ("fast", "plain", "lean")
+
+    #: default chunk size of the fast CPU inference path (~4 MiB of float32 per map; measured
+    #: best of 2^17..2^22 on a 2-core EPYC for the ResNet18 and MobileNetV2 head shapes)
+    INFERENCE_CHUNK = 1 << 20
+    #: default chunk size of the lean training path (~16 MiB of float32 per map)
+    LEAN_CHUNK = 1 << 22
 
     def __init__(
         self,
@@ -105,12 +259,15 @@ class NOAHHead(nn.Module):
         head_split: bool = True,
         kv_split: bool = True,
         impl: str = "fast",
+        chunk_elements: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0:
             raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if chunk_elements is not None and (not isinstance(chunk_elements, int) or chunk_elements <= 0):
+            raise ConfigError(f"chunk_elements must be a positive integer, got {chunk_elements!r}")
         key_channels, value_channels, key_group, value_group = split_channels(
             in_channels, num_heads, key_ratio, head_split, kv_split
         )
@@ -122,6 +279,7 @@ class NOAHHead(nn.Module):
         self.kv_split = kv_split
         self.key_channels = key_channels
         self.value_channels = value_channels
+        self.chunk_elements = chunk_elements
         groups = num_heads if head_split else 1
         out = num_heads * num_classes
         self.query = nn.Conv2d(key_channels, out, kernel_size=1, groups=groups, bias=True)
@@ -138,7 +296,16 @@ class NOAHHead(nn.Module):
             nn.init.zeros_(conv.bias)
 
     def set_impl(self, impl: str) -> "NOAHHead":
-        """Choose the forward implementation (``"fast"`` or ``"plain"``); returns ``self``."""
+        """Choose the implementation: ``"fast"``, ``"plain"`` or ``"lean"``; returns ``self``.
+
+        ``"plain"`` is the reference formula, ``"fast"`` the quick one, ``"lean"`` the fast one
+        with a training backward that keeps no ``(B, N, M, L)`` activations (recomputes them in
+        class chunks; slower backward, a fraction of the memory). Only how dropout masks are
+        drawn differs: ``"fast"`` draws the same mask as ``"plain"`` for the same seed,
+        ``"lean"`` draws its own (same distribution). While traced by ``torch.compile``,
+        ``torch.export`` or the ONNX exporter, ``"fast"`` and ``"lean"`` both use the explicit
+        matmul + softmax formulation (one graph, no Python loop; Inductor fuses it).
+        """
         if impl not in self.IMPLS:
             raise ConfigError(f"unknown NOAH head impl {impl!r}; expected one of {', '.join(self.IMPLS)}")
         self.impl = impl
@@ -171,6 +338,19 @@ class NOAHHead(nn.Module):
             return x, x
         return x[:, : self.key_channels], x[:, self.key_channels :]
 
+    @property
+    def _dropout_active(self) -> bool:
+        return self.training and self.dropout.p > 0.0
+
+    def _projection(self) -> _Projection:
+        n, m = self.num_heads, self.num_classes
+        return _Projection(
+            self.query.weight.view(n, m, -1), self.query.bias.view(n, m),
+            self.value.weight.view(n, m, -1), self.value.bias.view(n, m),
+        )
+
+    # -- reference -----------------------------------------------------------------------------
+
     def _logits_and_maps_plain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The formula as written: grouped 1x1 convolutions, softmax, product, sum.
 
@@ -185,33 +365,119 @@ class NOAHHead(nn.Module):
         logits = (attention * values).sum(dim=(1, 3))
         return logits, attention, values
 
-    def _project(self, conv: nn.Conv2d, x_cl: torch.Tensor) -> torch.Tensor:
-        """Apply a (grouped) 1x1 conv to ``x_cl`` laid out ``(G, c, B*L)``; returns ``(N*M, B*L)``."""
-        groups = self.groups
-        weight = conv.weight.reshape(groups, -1, x_cl.shape[1])  # (G, N*M/G, c)
-        bias = conv.bias.reshape(groups, -1, 1)
-        return torch.baddbmm(bias, weight, x_cl).reshape(self.num_heads * self.num_classes, -1)
+    # -- fast ----------------------------------------------------------------------------------
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key and value features as ``(B*L, Ck)``/``(B*L, Cv)`` matrices over one channels-last
+        view of ``x`` (free for channels_last inputs and for ``B == 1``, else one copy)."""
+        b, c, h, w = x.shape
+        if b == 1:
+            x2d = x.reshape(c, h * w).t()
+        else:
+            x2d = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
+        if not self.kv_split:
+            return x2d, x2d
+        return x2d[:, : self.key_channels], x2d[:, self.key_channels :]
+
+    def _dropout_mask(self, b: int, length: int, like: torch.Tensor) -> torch.Tensor:
+        """The scaled dropout mask ``nn.Dropout`` would draw for the plain path's ``(B, N, M, L)``
+        value map (same RNG calls, same order), permuted to the fast layout ``(N, B, L, M)``."""
+        ones = like.new_ones(()).expand(b, self.num_heads, self.num_classes, length)
+        return F.dropout(ones, self.dropout.p, training=True).permute(1, 0, 3, 2)
 
     def _logits_and_maps_fast(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Same numbers as the plain path, computed as batched matmuls over ``(G, c, B*L)``.
+        """Same numbers as the plain path, as two batched matmuls over the channels-last features.
 
-        The outputs are laid out ``(N, M, B, L)`` so that the softmax and the sum run over the
-        contiguous last axis. Returns logits ``(B, M)`` and maps ``(B, N, M, L)`` (views).
+        Maps come out laid out ``(N, B, L, M)`` so that the reductions over positions run over
+        contiguous class vectors. Returns logits ``(B, M)`` and the maps as ``(B, N, M, L)`` views.
         """
-        b, _, h, w = x.shape
-        n, m, g, length = self.num_heads, self.num_classes, self.groups, h * w
-        # (B, C, L) -> (C, B*L): one copy that both embeddings read from
-        x_cl = x.reshape(b, -1, length).transpose(0, 1).reshape(x.shape[1], b * length)
-        if self.kv_split:
-            x_key, x_value = x_cl[: self.key_channels], x_cl[self.key_channels :]
+        b, length = x.shape[0], x.shape[2] * x.shape[3]
+        n, m = self.num_heads, self.num_classes
+        proj = self._projection()
+        xk, xv = self._features(x)
+        gk, gv = _block_inputs(xk, n, self.head_split), _block_inputs(xv, n, self.head_split)
+        keys = torch.baddbmm(proj.bk[:, None], gk, proj.wk.transpose(1, 2)).view(n, b, length, m)
+        values = torch.baddbmm(proj.bv[:, None], gv, proj.wv.transpose(1, 2)).view(n, b, length, m)
+        if self._dropout_active:
+            values = values * self._dropout_mask(b, length, values)
+        attention = keys.softmax(dim=2)
+        logits = (attention * values).sum(dim=2).sum(dim=0)
+        return logits, attention.permute(1, 0, 3, 2), values.permute(1, 0, 3, 2)
+
+    def _logits_chunked(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Inference logits ``(B, M)`` without materialising the attention (see module docstring).
+
+        Works through (image, class) chunks of about ``chunk_elements`` map elements, reusing two
+        scratch buffers. Returns ``None`` if some exponential overflowed (caller falls back).
+        """
+        b, length = x.shape[0], x.shape[2] * x.shape[3]
+        n, m = self.num_heads, self.num_classes
+        xk, xv = self._features(x)
+        # keys from position-centred, log2(e)-scaled features: exp2(K') = exp(K - mean_l K)
+        xk = xk.reshape(b, length, -1)
+        xk = torch.sub(xk, xk.mean(dim=1, keepdim=True)).mul_(_LOG2E).reshape(b * length, -1)
+        wk = self.query.weight.view(n, m, -1).transpose(1, 2)  # (N, ck, M)
+        wv = self.value.weight.view(n, m, -1).transpose(1, 2)
+        bias = self.value.bias.view(n, m).sum(dim=0)  # sum_l A = 1: the value bias adds once per block
+
+        budget = self.chunk_elements or self.INFERENCE_CHUNK
+        images = max(1, min(b, budget // (n * length * m)))
+        classes = m if images > 1 else max(1, min(m, budget // (n * length)))
+        if images == b and classes == m:
+            pooled = self._pool(_block_inputs(xk, n, self.head_split), _block_inputs(xv, n, self.head_split), wk, wv, b)
         else:
-            x_key = x_value = x_cl
-        keys = self._project(self.query, x_key.reshape(g, -1, b * length)).reshape(n, m, b, length)
-        values = self._project(self.value, x_value.reshape(g, -1, b * length)).reshape(n, m, b, length)
-        values = self.dropout(values)
-        attention = keys.softmax(dim=-1)
-        logits = (attention * values).sum(dim=-1).sum(dim=0).t()
-        return logits, attention.permute(2, 0, 1, 3), values.permute(2, 0, 1, 3)
+            scratch = x.new_empty(2, n * images * length * classes)
+            pooled = x.new_empty(n, b, m)
+            for b0 in range(0, b, images):
+                bc = min(images, b - b0)
+                rows = slice(b0 * length, (b0 + bc) * length)
+                gk = _block_inputs(xk[rows], n, self.head_split)
+                gv = _block_inputs(xv[rows], n, self.head_split)
+                for m0 in range(0, m, classes):
+                    cls = slice(m0, min(m, m0 + classes))
+                    pooled[:, b0 : b0 + bc, cls] = self._pool(gk, gv, wk[:, :, cls], wv[:, :, cls], bc, scratch)
+        logits = pooled.sum(dim=0).add_(bias)
+        if not math.isfinite(float(logits.sum())):
+            return None
+        return logits
+
+    @staticmethod
+    def _pool(
+        gk: torch.Tensor, gv: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor, images: int,
+        scratch: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``sum_l E V' / sum_l E`` per block, image and class: ``(N, images, mc)``.
+
+        ``gk``/``gv``: ``(N, images*L, c)`` block operands (keys centred and scaled); ``wk``/``wv``:
+        ``(N, c, mc)``; ``scratch``: optional ``(2, >= N*images*L*mc)`` buffer for the two maps.
+        """
+        n, rows, mc = gk.shape[0], gk.shape[1], wk.shape[2]
+        out_e = out_v = None
+        if scratch is not None:
+            out_e, out_v = _prefix(scratch[0], n, rows, mc), _prefix(scratch[1], n, rows, mc)
+        e = torch.bmm(gk, wk, out=out_e).exp2_().view(n, images, -1, mc)
+        v = torch.bmm(gv, wv, out=out_v).view(e.shape)
+        den = e.sum(dim=2)
+        return e.mul_(v).sum(dim=2).div_(den)
+
+    def _logits_lean(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, M)`` through :class:`_LeanPOCA` (memory-lean backward)."""
+        xk, xv = self._features(x)
+        proj = self._projection()
+        p = self.dropout.p if self._dropout_active else 0.0
+        # the generator seed comes from the global RNG, so torch.manual_seed makes it reproducible
+        seed = int(torch.randint(0, 2**62, (), device="cpu")) if p > 0.0 else 0
+        device_type = x.device.type
+        tensors = (xk, xv, *proj)
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+            tensors = tuple(t.to(dtype) for t in tensors)
+        with torch.autocast(device_type, enabled=False):
+            logits = _LeanPOCA.apply(
+                *tensors, self.num_heads, x.shape[0], self.head_split, p, seed,
+                self.chunk_elements or self.LEAN_CHUNK,
+            )
+        return logits
 
     def forward(self, x: torch.Tensor, return_maps: bool = False) -> torch.Tensor | NOAHOutput:
         """Logits ``(B, M)`` for features ``(B, C, H, W)``.
@@ -222,9 +488,34 @@ class NOAHHead(nn.Module):
         self._check_input(x)
         if self.impl == "plain":
             logits, attention, values = self._logits_and_maps_plain(x)
-        else:
+        elif return_maps:
             logits, attention, values = self._logits_and_maps_fast(x)
+        else:
+            return self._logits(x)
         if not return_maps:
             return logits
         shape = (x.shape[0], self.num_heads, self.num_classes, x.shape[2], x.shape[3])
         return NOAHOutput(logits, attention.reshape(shape), values.reshape(shape))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pick the fastest exact path for logits only (``impl`` is ``"fast"`` or ``"lean"``)."""
+        if _graph_mode():
+            return self._logits_and_maps_fast(x)[0]
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in (self.query.weight, self.value.weight))
+        )
+        if self.impl == "lean" and (needs_grad or self._dropout_active):
+            logits = self._logits_lean(x)
+            return logits if torch.is_autocast_enabled(x.device.type) else logits.to(x.dtype)
+        chunkable = (
+            not needs_grad
+            and not self._dropout_active
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled("cpu")
+        )
+        if chunkable:
+            logits = self._logits_chunked(x)
+            if logits is not None:
+                return logits
+        return self._logits_and_maps_fast(x)[0]

@@ -1,0 +1,470 @@
+"""``noah benchmark``: what NOAH costs next to the GAP baseline, and what the head alone costs.
+
+Three modes, each printing a table and (with ``--output DIR``) writing CSV and Markdown:
+
+* default -- for the paper's models (``--models a,b``; all 25 by default) build the GAP baseline
+  and the NOAH model and measure parameters, multiply-adds (torch's FLOP counter, MACs =
+  FLOPs / 2, at batch 1), single-thread batch-1 latency and throughput at ``--batch-size`` on
+  ``--device``, with the NOAH/baseline overhead. Baseline and NOAH runs alternate inside each
+  repeat and the medians are reported, so load on a shared machine hits both alike.
+* ``--head-only`` -- for head shapes ``C,M,N,r,H,W`` (``--shapes``): inference time of the fast
+  head, the plain formulation and the "matmul floor", one dense ``(B*L, C) @ (C, M)`` matmul with
+  the same multiply-add count, interleaved in one process; plus one training step (forward +
+  backward) of the plain, fast and lean paths.
+* ``--memory`` -- peak memory of one training step of a head per implementation, each in a fresh
+  subprocess: growth of the resident set (``VmHWM`` after resetting it) over the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from noah.errors import ConfigError
+
+__all__ = ["add_arguments", "run", "parse_shape", "HeadShape", "DEFAULT_SHAPES", "PAPER_RUNTIME"]
+
+#: (C, M, N, r, H, W): the ResNet18 and MobileNetV2 x0.35 heads of the paper
+DEFAULT_SHAPES = ("512,1000,4,1/2,7,7", "1280,1000,8,1/4,7,7")
+#: the memory-lean showcase: ViT-B/16 tokens (14x14) with ImageNet-21k's 21,841 classes
+DEFAULT_MEMORY_SHAPE = "768,21841,4,1/2,14,14"
+
+#: Table XVII of the paper (SPEC §8): FPS as (baseline, NOAH)
+PAPER_RUNTIME = {
+    "resnet18": {"gpu": (2394, 2118), "cpu": (12.98, 12.20)},
+    "mobilenetv2_035": {"gpu": (3577, 2850), "cpu": (36.09, 28.60)},
+    "deit_tiny_050_patch16_224": {"gpu": (2170, 1645)},
+}
+
+
+class HeadShape(tuple):
+    """``(C, M, N, r, H, W)`` of a NOAH head."""
+
+    __slots__ = ()
+
+    def __new__(cls, c: int, m: int, n: int, r: float, h: int, w: int) -> "HeadShape":
+        return super().__new__(cls, (c, m, n, r, h, w))
+
+    def __str__(self) -> str:
+        c, m, n, r, h, w = self
+        return f"C={c} M={m} N={n} r={Fraction(r).limit_denominator(64)} {h}x{w}"
+
+
+def parse_shape(text: str) -> HeadShape:
+    """``"C,M,N,r,H,W"`` (``r`` as ``0.25`` or ``1/4``) to a :class:`HeadShape`, else ConfigError."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 6:
+        raise ConfigError(f"malformed head shape {text!r}: expected C,M,N,r,H,W such as 512,1000,4,1/2,7,7")
+    try:
+        c, m, n, h, w = (int(parts[i]) for i in (0, 1, 2, 4, 5))
+        r = float(Fraction(parts[3]))
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"malformed head shape {text!r}: C, M, N, H, W must be integers and r a number") from None
+    if min(c, m, n, h, w) <= 0:
+        raise ConfigError(f"malformed head shape {text!r}: sizes must be positive")
+    from noah.head import split_channels
+
+    split_channels(c, n, r)  # raises ConfigError for splits that cannot work
+    return HeadShape(c, m, n, r, h, w)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"malformed {what} {text!r}: expected comma-separated integers") from None
+    if not values or min(values) <= 0:
+        raise ConfigError(f"malformed {what} {text!r}: expected positive integers")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--head-only", action="store_true", help="time the head alone: fast vs plain vs matmul floor")
+    mode.add_argument("--memory", action="store_true", help="peak memory of one head training step per implementation")
+    parser.add_argument("--models", default=None, help="comma-separated model names (default: the paper's 25)")
+    parser.add_argument("--shapes", nargs="+", default=None, metavar="C,M,N,r,H,W",
+                        help=f"head shapes for --head-only / --memory (default {' '.join(DEFAULT_SHAPES)} / {DEFAULT_MEMORY_SHAPE})")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="throughput batch for model runs; training batch for --memory (default 32; 8 for --memory)")
+    parser.add_argument("--head-batches", default="1,32", help="batch sizes for --head-only (default 1,32)")
+    parser.add_argument("--impls", default="plain,fast,lean", help="implementations for --memory (default plain,fast,lean)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--img-size", type=int, default=None, help="input side for model runs (default: each model's)")
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs; medians are reported (default 10)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for throughput/head timings (default: torch's)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the single-thread batch-1 latency")
+    parser.add_argument("--no-train", action="store_true", help="--head-only: skip the training-step timings")
+    parser.add_argument("--output", type=Path, default=None, help="directory for CSV and Markdown results")
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each function, the functions alternating within every repeat."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def count_macs(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """Multiply-adds of one forward pass (torch's FLOP counter; MACs = FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(example)
+    return counter.get_total_flops() // 2
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; expected cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but CUDA is not available")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {name!r}; expected cpu or cuda")
+    return device
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_format(row[k]) for k in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _emit(rows: list[dict[str, Any]], title: str, stem: str, output: Path | None, notes: Sequence[str] = ()) -> None:
+    """Print ``rows`` as a table; with ``output``, write ``stem.csv`` and ``stem.md`` there."""
+    if not rows:
+        return
+    header = list(rows[0])
+    cells = [[_format(row[k]) for k in header] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    print(title)
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+    for note in notes:
+        print(note)
+    if output is None:
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / f"{stem}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    text = f"## {title}\n\n" + _markdown(rows) + "".join(f"\n{n}\n" for n in notes)
+    (output / f"{stem}.md").write_text(text)
+    print(f"wrote {output / (stem + '.csv')} and {output / (stem + '.md')}")
+
+
+def _environment(device: torch.device, threads: int | None) -> str:
+    cpu = _cpu_name()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu}, {os.cpu_count()} CPUs"
+    return f"machine: {where}; torch {torch.__version__}; torch threads {threads or torch.get_num_threads()}"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+# -- whole models -----------------------------------------------------------------------------
+
+
+def _model_names(text: str | None) -> list[str]:
+    import timm
+
+    from noah.models import get_paper_model, list_models
+
+    if text is None:
+        return [m.name for m in list_models()]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("--models is empty; give comma-separated names (see `noah models`)")
+    for name in names:
+        if get_paper_model(name) is None and not timm.is_model(name):
+            raise ConfigError(f"unknown model {name!r}: expected one of the paper's models (`noah models`) or a timm model name")
+    return names
+
+
+def _benchmark_model(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    from noah.models import count_parameters, create_model
+
+    torch.manual_seed(0)
+    base = create_model(name, num_classes=args.num_classes, head="gap").eval()
+    torch.manual_seed(0)
+    noah = create_model(name, num_classes=args.num_classes, head="noah").eval()
+    size = args.img_size or noah.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
+    one = torch.randn(1, 3, size, size)
+    row: dict[str, Any] = {
+        "model": name,
+        "params_base_M": count_parameters(base) / 1e6,
+        "params_noah_M": count_parameters(noah) / 1e6,
+        "macs_base_G": count_macs(base, one) / 1e9,
+        "macs_noah_G": count_macs(noah, one) / 1e9,
+    }
+    with torch.no_grad():
+        if not args.no_latency:
+            with _threads(1):
+                t = time_interleaved({"base": lambda: base(one), "noah": lambda: noah(one)}, args.warmup, args.repeats, torch.device("cpu"))
+            row["lat_base_ms"], row["lat_noah_ms"] = t["base"] * 1e3, t["noah"] * 1e3
+            row["lat_overhead_%"] = (t["noah"] / t["base"] - 1) * 100
+        base.to(device)
+        noah.to(device)
+        batch = torch.randn(args.batch_size, 3, size, size, device=device)
+        with _threads(args.threads):
+            t = time_interleaved({"base": lambda: base(batch), "noah": lambda: noah(batch)}, args.warmup, args.repeats, device)
+        row["fps_base"], row["fps_noah"] = args.batch_size / t["base"], args.batch_size / t["noah"]
+        row["speed_ratio"] = row["fps_noah"] / row["fps_base"]
+        row["thr_overhead_%"] = (t["noah"] / t["base"] - 1) * 100
+    return row
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    names = _model_names(args.models)
+    rows = []
+    for name in names:
+        start = time.perf_counter()
+        rows.append(_benchmark_model(name, args, device))
+        print(f"  {name}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    notes = [
+        _environment(device, args.threads),
+        f"latency: batch 1, 1 thread, CPU; throughput: batch {args.batch_size} on {device}; "
+        f"medians of {args.repeats} interleaved runs after {args.warmup} warm-up runs; MACs at batch 1",
+    ]
+    _emit(rows, "NOAH vs GAP baseline", "benchmark", args.output, notes)
+    return 0
+
+
+# -- head only --------------------------------------------------------------------------------
+
+
+def _heads(shape: HeadShape, device: torch.device) -> dict[str, Any]:
+    from noah.head import NOAHHead
+
+    c, m, n, r, _, _ = shape
+    torch.manual_seed(0)
+    fast = NOAHHead(c, m, n, r).to(device)
+    heads = {"fast": fast}
+    for impl in ("plain", "lean"):
+        head = NOAHHead(c, m, n, r, impl=impl).to(device)
+        head.load_state_dict(fast.state_dict())
+        heads[impl] = head
+    return heads
+
+
+def _run_head_only(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    shapes = [parse_shape(s) for s in (args.shapes or DEFAULT_SHAPES)]
+    batches = _int_list(args.head_batches, "--head-batches")
+    rows = []
+    for shape in shapes:
+        c, m, n, r, h, w = shape
+        heads = _heads(shape, device)
+        for b in batches:
+            x = torch.randn(b, c, h, w, device=device)
+            dense_x = torch.randn(b * h * w, c, device=device)
+            dense_w = torch.randn(c, m, device=device)
+            with torch.no_grad(), _threads(args.threads):
+                for head in heads.values():
+                    head.eval()
+                error = (heads["fast"](x) - heads["plain"](x)).abs().max() / heads["plain"](x).abs().max()
+                t = time_interleaved(
+                    {"floor": lambda: dense_x @ dense_w, "fast": lambda: heads["fast"](x), "plain": lambda: heads["plain"](x)},
+                    args.warmup, args.repeats, device,
+                )
+            row: dict[str, Any] = {
+                "shape": str(shape), "batch": b, "floor_ms": t["floor"] * 1e3, "fast_ms": t["fast"] * 1e3,
+                "plain_ms": t["plain"] * 1e3, "fast/floor": t["fast"] / t["floor"], "plain/floor": t["plain"] / t["floor"],
+                "fast_vs_plain_rel_err": float(error),
+            }
+            if not args.no_train:
+                row.update(_train_times(heads, x, args, device))
+            rows.append(row)
+    notes = [
+        _environment(device, args.threads),
+        "floor: one dense (B*L, C) @ (C, M) matmul with the same multiply-adds; inference under torch.no_grad(); "
+        f"train: forward + backward of a sum loss in train mode; medians of {args.repeats} interleaved runs",
+    ]
+    _emit(rows, "NOAH head alone", "head_only", args.output, notes)
+    return 0
+
+
+def _train_times(heads: dict[str, Any], x: torch.Tensor, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    xg = x.clone().requires_grad_()
+
+    def step(head: Any) -> Callable[[], None]:
+        def fn() -> None:
+            head.zero_grad(set_to_none=True)
+            head(xg).sum().backward()
+
+        return fn
+
+    for head in heads.values():
+        head.train()
+    with _threads(args.threads):
+        t = time_interleaved({k: step(h) for k, h in heads.items()}, max(1, args.warmup // 2), max(3, args.repeats // 2), device)
+    return {f"train_{k}_ms": v * 1e3 for k, v in t.items()}
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def memory_child(shape: str, impl: str, batch: int, device: str) -> dict[str, Any]:
+    """One training step of a head in this process; returns peak memory growth and time.
+
+    On CPU: growth of the resident set's high-water mark over the step (``VmHWM`` reset through
+    ``/proc/self/clear_refs`` just before it). On CUDA: ``torch.cuda.max_memory_allocated``.
+    """
+    from noah.head import NOAHHead
+
+    c, m, n, r, h, w = parse_shape(shape)
+    dev = torch.device(device)
+    # initialise the math libraries and thread pools on a tiny head first
+    warm = NOAHHead(c, 8, n, r, impl=impl).to(dev).train()
+    warm(torch.randn(2, c, h, w, device=dev, requires_grad=True)).sum().backward()
+    head = NOAHHead(c, m, n, r, impl=impl).to(dev).train()
+    x = torch.randn(batch, c, h, w, device=dev, requires_grad=True)
+    target = torch.randint(0, m, (batch,), device=dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+    else:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _rss_kib("VmRSS") * 1024
+    start = time.perf_counter()
+    torch.nn.functional.cross_entropy(head(x), target).backward()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        peak = torch.cuda.max_memory_allocated(dev)
+    else:
+        peak = _rss_kib("VmHWM") * 1024
+    seconds = time.perf_counter() - start
+    return {"peak_MiB": (peak - before) / 2**20, "step_s": seconds}
+
+
+def _run_memory(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    shapes = [parse_shape(s) for s in (args.shapes or [DEFAULT_MEMORY_SHAPE])]
+    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    from noah.head import NOAHHead
+
+    for impl in impls:
+        if impl not in NOAHHead.IMPLS:
+            raise ConfigError(f"unknown head impl {impl!r} in --impls; expected some of {', '.join(NOAHHead.IMPLS)}")
+    if device.type == "cpu" and not Path("/proc/self/clear_refs").exists():
+        raise ConfigError("--memory on CPU needs Linux's /proc/self/clear_refs to measure peak memory")
+    rows = []
+    for shape in shapes:
+        c, m, n, r, h, w = shape
+        spec = f"{c},{m},{n},{r},{h},{w}"
+        maps = n * m * args.batch_size * h * w * 4 / 2**20
+        for impl in impls:
+            code = (
+                "import json, sys, torch\n"
+                + (f"torch.set_num_threads({args.threads})\n" if args.threads else "")
+                + "from noah.bench import memory_child\n"
+                + f"print(json.dumps(memory_child({spec!r}, {impl!r}, {args.batch_size}, {str(device)!r})))\n"
+            )
+            result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            measured, status = {"peak_MiB": float("nan"), "step_s": float("nan")}, "ok"
+            if result.returncode == 0:
+                measured = json.loads(result.stdout.strip().splitlines()[-1])
+            else:
+                status = "failed: " + (result.stderr.strip().splitlines() or ["no output"])[-1]
+            row = {"shape": str(shape), "batch": args.batch_size, "impl": impl, "peak_MiB": measured["peak_MiB"],
+                   "one_map_MiB": maps, "step_s": measured["step_s"], "status": status}
+            rows.append(row)
+            print(f"  {shape} batch {args.batch_size} {impl}: {row['status']}", file=sys.stderr, flush=True)
+    how = "growth of peak RSS (VmHWM) over one step" if device.type == "cpu" else "torch.cuda.max_memory_allocated over one step"
+    notes = [
+        _environment(device, args.threads),
+        f"one training step (cross-entropy forward + backward, train mode) of the head alone in a fresh process; "
+        f"peak_MiB = {how}; one_map_MiB = size of one float32 (B, N, M, L) map",
+    ]
+    _emit(rows, "NOAH head training memory", "memory", args.output, notes)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size is None:
+        args.batch_size = 8 if args.memory else 32
+    for name in ("batch_size", "warmup", "repeats"):
+        value = getattr(args, name)
+        if value < (0 if name == "warmup" else 1):
+            raise ConfigError(f"--{name.replace('_', '-')} must be {'non-negative' if name == 'warmup' else 'positive'}, got {value}")
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+    if args.head_only:
+        return _run_head_only(args)
+    if args.memory:
+        return _run_memory(args)
+    return _run_models(args)

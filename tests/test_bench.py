@@ -1,0 +1,100 @@
+"""``noah benchmark``: argument handling, and tiny end-to-end runs of each mode (no timing checks)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from noah.bench import DEFAULT_SHAPES, HeadShape, parse_shape
+from noah.cli import main
+from noah.errors import ConfigError
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_parse_shape():
+    assert parse_shape("512,1000,4,1/2,7,7") == HeadShape(512, 1000, 4, 0.5, 7, 7)
+    assert parse_shape(" 1280, 1000, 8, 0.25, 7, 7 ") == HeadShape(1280, 1000, 8, 0.25, 7, 7)
+    assert str(parse_shape("512,1000,4,1/2,7,7")) == "C=512 M=1000 N=4 r=1/2 7x7"
+    assert [parse_shape(s)[0] for s in DEFAULT_SHAPES] == [512, 1280]
+
+
+@pytest.mark.parametrize("text", ["512,1000,4,1/2,7", "a,1000,4,0.5,7,7", "512,1000,4,1/0,7,7", "512,0,4,0.5,7,7",
+                                  "512,1000,3,0.5,7,7", "512,1000,4,1.5,7,7"])
+def test_parse_shape_rejects_bad_input(text):
+    with pytest.raises(ConfigError):
+        parse_shape(text)
+
+
+def test_head_only_writes_csv_and_markdown(tmp_path, capsys):
+    code = main(["benchmark", "--head-only", "--shapes", "32,5,2,1/2,3,3", "24,3,1,1/4,2,2", "--head-batches", "1,2",
+                 "--warmup", "0", "--repeats", "1", "--output", str(tmp_path)])
+    assert code == 0
+    rows = read_csv(tmp_path / "head_only.csv")
+    assert [(r["shape"], r["batch"]) for r in rows] == [
+        ("C=32 M=5 N=2 r=1/2 3x3", "1"), ("C=32 M=5 N=2 r=1/2 3x3", "2"),
+        ("C=24 M=3 N=1 r=1/4 2x2", "1"), ("C=24 M=3 N=1 r=1/4 2x2", "2"),
+    ]
+    for row in rows:
+        assert float(row["fast_vs_plain_rel_err"]) < 1e-5
+        for key in ("floor_ms", "fast_ms", "plain_ms", "train_fast_ms", "train_plain_ms", "train_lean_ms"):
+            assert float(row[key]) > 0
+    markdown = (tmp_path / "head_only.md").read_text()
+    assert "| shape | batch | floor_ms |" in markdown and "torch" in markdown
+    assert "NOAH head alone" in capsys.readouterr().out
+
+
+def test_models_run_writes_csv_and_markdown(tmp_path):
+    code = main(["benchmark", "--models", "resnet18", "--img-size", "64", "--batch-size", "2", "--num-classes", "10",
+                 "--warmup", "0", "--repeats", "1", "--output", str(tmp_path)])
+    assert code == 0
+    (row,) = read_csv(tmp_path / "benchmark.csv")
+    assert row["model"] == "resnet18"
+    assert float(row["params_noah_M"]) > float(row["params_base_M"]) > 11
+    assert float(row["macs_noah_G"]) > float(row["macs_base_G"]) > 0
+    for key in ("lat_base_ms", "lat_noah_ms", "fps_base", "fps_noah", "speed_ratio"):
+        assert float(row[key]) > 0
+    assert "| resnet18 |" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_macs_count_the_head_as_specified():
+    """MACs of NOAH over GAP: about C*M*L for the projections (SPEC §2), at batch 1."""
+    import torch
+
+    from noah.bench import count_macs
+    from noah.head import NOAHHead
+
+    head = NOAHHead(64, 10, 4, 0.5).eval()
+    assert count_macs(head, torch.randn(1, 64, 3, 3)) == 64 * 10 * 9
+    assert count_macs(head.set_impl("plain"), torch.randn(1, 64, 3, 3)) == 64 * 10 * 9
+
+
+@pytest.mark.slow
+def test_memory_mode_runs_each_impl_in_a_subprocess(tmp_path):
+    code = main(["benchmark", "--memory", "--shapes", "32,50,2,1/2,4,4", "--batch-size", "4", "--impls", "plain,lean",
+                 "--output", str(tmp_path)])
+    assert code == 0
+    rows = read_csv(tmp_path / "memory.csv")
+    assert [r["impl"] for r in rows] == ["plain", "lean"]
+    assert all(r["status"] == "ok" for r in rows)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "resnet18,not_a_model"], "unknown model 'not_a_model'"),
+        (["--head-only", "--shapes", "512,1000,4"], "malformed head shape"),
+        (["--head-only", "--head-batches", "1,x"], "malformed --head-batches"),
+        (["--memory", "--impls", "plain,triton"], "unknown head impl 'triton'"),
+        (["--repeats", "0"], "--repeats must be positive"),
+        (["--device", "tpu"], "device"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(argv, message, capsys):
+    assert main(["benchmark", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("noah benchmark: error:")
