@@ -373,8 +373,11 @@ class NOAHHead(nn.Module):
         b, c, h, w = x.shape
         if b == 1:
             x2d = x.reshape(c, h * w).t()
+        elif x.is_contiguous(memory_format=torch.channels_last):
+            x2d = x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view
         else:
-            x2d = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
+            # (B, C, L) -> (B, L, C): this 3-d transpose copies ~5x faster than a 4-d permute
+            x2d = x.reshape(b, c, h * w).transpose(1, 2).contiguous().view(b * h * w, c)
         if not self.kv_split:
             return x2d, x2d
         return x2d[:, : self.key_channels], x2d[:, self.key_channels :]
@@ -423,16 +426,19 @@ class NOAHHead(nn.Module):
         budget = self.chunk_elements or self.INFERENCE_CHUNK
         images = max(1, min(b, budget // (n * length * m)))
         classes = m if images > 1 else max(1, min(m, budget // (n * length)))
+        gk_all, gv_all = _block_inputs(xk, n, self.head_split), _block_inputs(xv, n, self.head_split)
+        if self.head_split and (images < b or classes < m):
+            # one block-major copy up front; otherwise bmm copies the strided operands per chunk
+            gk_all, gv_all = gk_all.contiguous(), gv_all.contiguous()
         if images == b and classes == m:
-            pooled = self._pool(_block_inputs(xk, n, self.head_split), _block_inputs(xv, n, self.head_split), wk, wv, b)
+            pooled = self._pool(gk_all, gv_all, wk, wv, b)
         else:
             scratch = x.new_empty(2, n * images * length * classes)
             pooled = x.new_empty(n, b, m)
             for b0 in range(0, b, images):
                 bc = min(images, b - b0)
                 rows = slice(b0 * length, (b0 + bc) * length)
-                gk = _block_inputs(xk[rows], n, self.head_split)
-                gv = _block_inputs(xv[rows], n, self.head_split)
+                gk, gv = gk_all[:, rows], gv_all[:, rows]
                 for m0 in range(0, m, classes):
                     cls = slice(m0, min(m, m0 + classes))
                     pooled[:, b0 : b0 + bc, cls] = self._pool(gk, gv, wk[:, :, cls], wv[:, :, cls], bc, scratch)
