@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("noah.commands.models", "list the paper's models with their presets and numbers"),
     "info": ("noah.commands.info", "describe one model: backbone, head, parameters, feature map"),
     "benchmark": ("noah.bench", "measure NOAH against the GAP baseline: parameters, MACs, speed"),
+    "train": ("noah.engine.train", "train a model (built-in digit scenes by default)"),
+    "eval": ("noah.engine.evaluate", "evaluate a trained run or checkpoint on a dataset"),
+    "predict": ("noah.engine.predict", "classify image files with a trained run"),
 }
 
 

@@ -1,0 +1,120 @@
+"""Validation metrics of SPEC §6, computed with torchmetrics.
+
+* multi-class: top-1 and top-5 accuracy (micro, i.e. the share of samples);
+* multi-label: mAP (mean over classes of average precision) and, at a score threshold
+  (0.5 by default), CP / CR (per-class precision / recall averaged over classes), OP / OR
+  (precision / recall over all image-label pairs), CF1 = 2·CP·CR/(CP+CR), OF1 = 2·OP·OR/(OP+OR).
+
+CF1 is *not* torchmetrics' macro F1 (the mean of per-class F1 scores): it is derived from CP and
+CR, as in the multi-label literature. All values are percentages. Under
+``torch.distributed`` torchmetrics gathers the states of every rank in ``compute()``, so each
+validation sample counts once as long as every rank sees a disjoint shard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchmetrics import MeanMetric, MetricCollection, SumMetric
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MultilabelAveragePrecision,
+    MultilabelPrecision,
+    MultilabelRecall,
+)
+
+from noah.errors import ConfigError
+
+__all__ = ["ClassificationMetrics", "TASKS", "primary_metric"]
+
+TASKS = ("multiclass", "multilabel")
+
+
+def primary_metric(task: str) -> str:
+    """The metric that picks the best checkpoint: ``top1`` (multi-class) or ``mAP`` (multi-label)."""
+    return "top1" if task == "multiclass" else "mAP"
+
+
+def _harmonic(a: float, b: float) -> float:
+    return 2.0 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+class ClassificationMetrics:
+    """Accumulate logits and targets over batches; ``compute()`` gives the task's metrics.
+
+    Args:
+        task: ``"multiclass"`` or ``"multilabel"``.
+        num_classes: ``M``.
+        threshold: score threshold (after a sigmoid) for CP/CR/OP/OR in the multi-label task.
+        device: where the metric states live (the device the logits come from).
+
+    ``update(logits, target, loss=None)`` takes logits ``(B, M)`` and targets ``(B,)`` class
+    indices (multi-class) or ``(B, M)`` multi-hot (multi-label); ``loss`` is the batch's mean loss.
+    ``compute()`` returns floats: ``top1``, ``top5`` or ``mAP``, ``CP``, ``CR``, ``CF1``, ``OP``,
+    ``OR``, ``OF1`` (percent), plus ``loss`` (mean over samples, if given) and ``samples`` (how
+    many samples were counted, over all ranks).
+    """
+
+    def __init__(
+        self, task: str, num_classes: int, threshold: float = 0.5, device: torch.device | str | None = None
+    ) -> None:
+        if task not in TASKS:
+            raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        self.task = task
+        self.num_classes = num_classes
+        metrics: dict[str, Any] = {"samples": SumMetric(), "loss": MeanMetric()}
+        if task == "multiclass":
+            metrics["top1"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+            self.top_k = min(5, num_classes)
+            metrics[f"top{self.top_k}"] = MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro")
+        else:
+            metrics["mAP"] = MultilabelAveragePrecision(num_classes, average="macro")
+            for name, cls in (("P", MultilabelPrecision), ("R", MultilabelRecall)):
+                metrics[f"C{name}"] = cls(num_classes, threshold=threshold, average="macro")
+                metrics[f"O{name}"] = cls(num_classes, threshold=threshold, average="micro")
+        # compute_groups would merge states of metrics it thinks identical; keep them apart.
+        self.collection = MetricCollection(metrics, compute_groups=False)
+        if device is not None:
+            self.collection.to(device)
+        self._has_loss = False
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | float | None = None) -> None:
+        """Add one batch: ``logits (B, M)``, ``target (B,)`` or ``(B, M)``, optional mean ``loss``."""
+        logits = logits.detach().float()
+        batch = logits.shape[0]
+        for name, metric in self.collection.items():
+            if name == "samples":
+                metric.update(torch.tensor(float(batch), device=logits.device))
+            elif name == "loss":
+                if loss is not None:
+                    value = loss.detach().float() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+                    metric.update(value.to(logits.device), weight=batch)
+                    self._has_loss = True
+            elif self.task == "multiclass":
+                metric.update(logits, target.long())
+            else:
+                # Scores, not logits: torchmetrics guesses "logits" per batch from the value range.
+                metric.update(logits.sigmoid(), target.long())
+
+    def compute(self) -> dict[str, float]:
+        """The metrics over everything seen since the last ``reset()`` (synced across ranks)."""
+        out: dict[str, float] = {}
+        for name, metric in self.collection.items():
+            if name == "loss" and not self._has_loss:
+                continue
+            value = float(metric.compute())
+            out[name] = value if name in ("samples", "loss") else 100.0 * value
+        out["samples"] = int(out["samples"])
+        if self.task == "multilabel":
+            out["CF1"] = _harmonic(out["CP"], out["CR"])
+            out["OF1"] = _harmonic(out["OP"], out["OR"])
+            order = ["mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"]
+        else:
+            order = ["top1", f"top{self.top_k}"]
+        return {k: out[k] for k in order + [k for k in ("loss", "samples") if k in out]}
+
+    def reset(self) -> None:
+        self.collection.reset()
+        self._has_loss = False
