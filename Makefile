@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: setup
-	$(VENV)/bin/noah models
+	$(VENV)/bin/noah train
 
 test: setup
 	$(PY) -m pytest
