@@ -131,3 +131,12 @@ def test_autocast_choices() -> None:
     ctx, dtype = autocast_factory("bf16", torch.device("cpu"))
     with ctx():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("impl", ["fast", "plain", "lean"])
+def test_head_impl_reaches_the_noah_head(impl: str) -> None:
+    config = resolve_config("demo", None, {"head_impl": impl})
+    model = build_model(config, num_classes=10)
+    assert model.head.impl == impl
+    gap = build_model(resolve_config("demo", None, {"head": "gap", "head_impl": impl}), num_classes=10)
+    assert gap(torch.randn(1, 3, 64, 64)).shape == (1, 10)

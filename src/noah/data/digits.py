@@ -5,10 +5,12 @@ the test part of the UCI optdigits set). A classifier on those tiny images says 
 *spatial* head such as NOAH, so this module pastes upscaled digits into large cluttered scenes:
 
 - canvas ``image_size`` x ``image_size`` RGB (224 by default, so a stride-32 backbone ends on a
-  7x7 map), a two-colour gradient background with smooth blotches and fine noise;
-- each digit upscaled with bicubic interpolation to a random height (24-72 px at 224, scaled with
-  the canvas), a random aspect ratio and slight rotation, drawn in a random ink colour with random
-  contrast at a random position;
+  7x7 map; the CPU demo uses 64 px with an output-stride-8 backbone, an 8x8 map), a two-colour
+  gradient background with smooth blotches and sparse speckles;
+- each digit upscaled with bicubic interpolation to 30-55 % of the canvas height, a random aspect
+  ratio and slight rotation, in a random hue whose *luminance* differs clearly from the ground
+  (dark on light or light on dark: with hue-only contrast, small CNNs from scratch stayed at
+  chance for many epochs), at a random position;
 - clutter: random pen strokes, translucent blobs and *fragments* of other digits (a corner of at
   most 5x5 of the 8x8 scan, too little to read as a whole digit); some clutter is drawn over the
   digits.

@@ -19,6 +19,7 @@ from torchvision import transforms as T
 import noah
 from noah.engine.checkpoint import load_weights
 from noah.errors import CheckpointError, ConfigError, NoahError
+from noah.head import NOAHHead
 from noah.models.adapter import NOAHModel
 from noah.models.official import load_official_checkpoint
 
@@ -53,8 +54,11 @@ def build_model(config: dict[str, Any], num_classes: int) -> NOAHModel:
     head_kwargs = {k: config.get(k) for k in ("num_heads", "key_ratio", "head_dropout")}
     while True:
         try:
-            return noah.create_model(config["model"], num_classes=num_classes, head=config["head"], **head_kwargs,
-                                     **kwargs, **optional)
+            model = noah.create_model(config["model"], num_classes=num_classes, head=config["head"], **head_kwargs,
+                                      **kwargs, **optional)
+            if isinstance(model.head, NOAHHead):
+                model.head.set_impl(config.get("head_impl") or "fast")
+            return model
         except TypeError as exc:
             if not optional:
                 raise ConfigError(f"cannot build {config['model']}: {exc}") from exc

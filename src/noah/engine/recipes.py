@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "num_heads": None,  # None: the paper's N for its models, noah.models.DEFAULT_PRESET otherwise
     "key_ratio": None,
     "head_dropout": None,
+    "head_impl": "fast",  # NOAH head implementation; "lean" keeps no (B, N, M, L) maps for backward
     "drop_path": None,  # stochastic depth rate, for backbones that take drop_path_rate
     "output_stride": None,  # 8 or 16: dilate the last stages (bigger final feature map), if the backbone can
     "pretrained": None,  # local weights file: official NOAH checkpoint or backbone state dict

@@ -102,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-heads", type=int, default=S, help="NOAH's N (default: the paper's for the model)")
     g.add_argument("--key-ratio", type=float, default=S, help="NOAH's r")
     g.add_argument("--head-dropout", type=float, default=S, help="dropout in the head")
+    g.add_argument("--head-impl", choices=("fast", "plain", "lean"), default=S,
+                   help="NOAH head implementation: fast (default), plain (reference), lean (memory-lean "
+                   "backward for many classes)")
     g.add_argument("--drop-path", type=float, default=S, help="stochastic depth rate of the backbone")
     g.add_argument("--output-stride", type=int, choices=[8, 16], default=S,
                    help="dilate the backbone's last stages for a larger final feature map")
