@@ -128,3 +128,16 @@ def test_pretrained_official_checkpoint_with_other_class_count(tmp_path: Path) -
         if k.startswith("backbone."):
             assert torch.equal(v, source.state_dict()[k]), k
     assert all(torch.equal(v, fresh_head[k]) for k, v in target.head.state_dict().items())
+
+
+@pytest.mark.parametrize("data,task,metric", [("digits", "multiclass", "top1"), ("digits-multilabel", "multilabel", "mAP")])
+def test_builtin_digit_scenes_train_through_the_file_loaders(data, task, metric, tmp_path, tiny_args, monkeypatch, capsys):
+    monkeypatch.setenv("NOAH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    args = ["train", "--data", data, "--data-size", "10", "6", "--epochs", "1", "--output", str(out), *tiny_args]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == task and metric in summary["metrics"] and summary["num_classes"] == 10
+    generated = list((tmp_path / "cache").iterdir())
+    assert len(generated) == 1 and (generated[0] / "info.json").is_file()
+    assert any(generated[0].rglob("*.png"))
