@@ -268,9 +268,7 @@ class NOAHHead(nn.Module):
             raise ConfigError(f"dropout must lie in [0, 1), got {dropout!r}")
         if chunk_elements is not None and (not isinstance(chunk_elements, int) or chunk_elements <= 0):
             raise ConfigError(f"chunk_elements must be a positive integer, got {chunk_elements!r}")
-        key_channels, value_channels, key_group, value_group = split_channels(
-            in_channels, num_heads, key_ratio, head_split, kv_split
-        )
+        key_channels, value_channels, _, _ = split_channels(in_channels, num_heads, key_ratio, head_split, kv_split)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.num_heads = num_heads
@@ -280,10 +278,9 @@ class NOAHHead(nn.Module):
         self.key_channels = key_channels
         self.value_channels = value_channels
         self.chunk_elements = chunk_elements
-        groups = num_heads if head_split else 1
         out = num_heads * num_classes
-        self.query = nn.Conv2d(key_channels, out, kernel_size=1, groups=groups, bias=True)
-        self.value = nn.Conv2d(value_channels, out, kernel_size=1, groups=groups, bias=True)
+        self.query = nn.Conv2d(key_channels, out, kernel_size=1, groups=self.groups, bias=True)
+        self.value = nn.Conv2d(value_channels, out, kernel_size=1, groups=self.groups, bias=True)
         self.dropout = nn.Dropout(dropout)
         self.impl = "fast"
         self.set_impl(impl)
