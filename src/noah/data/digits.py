@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 # Bump whenever the drawing changes: it is part of the cache key, so old caches are not reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 DIGIT_VARIANTS = ("multiclass", "multilabel")
 DEFAULT_NUM_TRAIN = 2000
 DEFAULT_NUM_VAL = 500
@@ -201,14 +201,27 @@ def _fragment(rng: np.random.Generator, size: int, pool: DigitPools) -> tuple[Im
 _CLUTTER = (_stroke, _blob, _stroke, _blob, _fragment)  # fragments are the hard, digit-like kind
 
 
-def _digit_alpha(rng: np.random.Generator, size: int, scan: np.ndarray) -> np.ndarray:
-    """Upscaled, slightly rotated digit with random contrast, cropped to its ink (alpha > 0.1)."""
+def _digit_alpha(rng: np.random.Generator, size: int, scan: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Upscaled, slightly rotated digit with random contrast, and the box of its ink in that patch.
+
+    The scan gets a one-cell empty border before upscaling, so the ink fades to zero inside the
+    patch: cropping the patch right at the ink would cut it off in straight lines, a rectangle
+    around every digit that a model could use instead of the digit's shape. Returns the alpha patch
+    (trimmed where alpha < 0.005, invisible) and ``[x, y, w, h]`` of alpha > 0.1 within it.
+    """
     height = rng.uniform(*_DIGIT_HEIGHT) * size
     width = height * rng.uniform(0.7, 1.0)
-    alpha = _upscale(scan, round(height), round(width), rng.uniform(-15, 15))
+    padded = np.pad(scan, 1)
+    alpha = _upscale(padded, round(height * 10 / 8), round(width * 10 / 8), rng.uniform(-15, 15))
     alpha = np.clip(alpha * rng.uniform(1.2, 1.6), 0.0, 1.0) * rng.uniform(0.85, 1.0)
-    rows, cols = np.flatnonzero(alpha.max(axis=1) > 0.1), np.flatnonzero(alpha.max(axis=0) > 0.1)
-    return alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+    def extent(threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        return np.flatnonzero(alpha.max(axis=1) > threshold), np.flatnonzero(alpha.max(axis=0) > threshold)
+
+    rows, cols = extent(0.005)
+    alpha = alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    rows, cols = extent(0.1)
+    return alpha, [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
 
 
 def _overlaps(box: tuple[int, int, int, int], boxes: list[tuple[int, int, int, int]], margin: int) -> bool:
@@ -245,19 +258,22 @@ def render_scene(
     boxes: list[tuple[int, int, int, int]] = []
     for digit in digits:
         scan = pool.images[rng.choice(pool.of_class(digit))]
-        for _attempt in range(30):
-            alpha = _digit_alpha(rng, size, scan)
-            h, w = alpha.shape
-            box = (int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1)), w, h)
-            if not _overlaps(box, boxes, margin=2):
+        alpha, (ix, iy, iw, ih) = _digit_alpha(rng, size, scan)
+        h, w = alpha.shape
+        if h > size or w > size:
+            continue
+        for _attempt in range(30):  # a free spot for the whole patch, so the ink box stays on the canvas
+            x, y = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
+            if not _overlaps((x + ix, y + iy, iw, ih), boxes, margin=2):
                 break
         else:  # no free spot on a crowded canvas: leave this digit out (it is not labelled either)
             continue
-        x, y, w, h = box
-        local = np.asarray(canvas.crop((x, y, x + w, y + h)).resize((1, 1), Image.Resampling.BOX), dtype=np.float64)
+        box = (x + ix, y + iy, iw, ih)
+        local = np.asarray(canvas.crop((x + ix, y + iy, x + ix + iw, y + iy + ih)).resize((1, 1), Image.Resampling.BOX),
+                           dtype=np.float64)
         canvas.paste(_ink_colour(rng, local[0, 0]), (x, y, x + w, y + h), _mask(alpha))
         boxes.append(box)
-        placed.append((int(digit), [x, y, w, h]))
+        placed.append((int(digit), list(box)))
     draw_clutter(kinds[n_before:])
     _speckles(rng, canvas)
     return canvas, placed
