@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noah import cpu_kernel
 from noah.errors import ConfigError, ShapeError
 
 __all__ = ["NOAHHead", "NOAHOutput", "split_channels"]
@@ -404,6 +405,54 @@ class NOAHHead(nn.Module):
         logits = (attention * values).sum(dim=2).sum(dim=0)
         return logits, attention.permute(1, 0, 3, 2), values.permute(1, 0, 3, 2)
 
+    def _chunk_sizes(self, b: int, length: int, budget: int) -> tuple[int, int]:
+        """Images and classes per chunk so that one ``(N, images*L, classes)`` map holds about
+        ``budget`` elements: whole images when at least one fits, else classes of one image."""
+        n, m = self.num_heads, self.num_classes
+        images = max(1, min(b, budget // (n * length * m)))
+        classes = m if images > 1 else max(1, min(m, budget // (n * length)))
+        return images, classes
+
+    def _packed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query/value weights as :func:`noah.cpu_kernel.pack_weight` panels, cached until
+        a weight changes (in place, e.g. an optimizer step, or by being replaced)."""
+        key = tuple((w.data_ptr(), w._version, w.dtype) for w in (self.query.weight, self.value.weight))
+        cache = self.__dict__.get("_packed")
+        if cache is None or cache[0] != key:
+            n, m = self.num_heads, self.num_classes
+            with torch.no_grad():
+                packed = (cpu_kernel.pack_weight(self.query.weight, n, m), cpu_kernel.pack_weight(self.value.weight, n, m))
+            self.__dict__["_packed"] = cache = (key, packed)
+        return cache[1]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_packed", None)  # a cache, rebuilt on demand
+        return state
+
+    def _logits_fused(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Float32 CPU inference logits ``(B, M)`` by the fused kernel (:mod:`noah.cpu_kernel`).
+
+        The keys come from position-centred, ``log2(e)``-scaled features (softmax ignores a
+        per-class shift, so the key bias drops out too); the value bias adds once per block,
+        since the attention sums to one. Returns ``None`` if an exponential overflowed.
+        """
+        b, c, h, w = x.shape
+        n, m = self.num_heads, self.num_classes
+        if x.is_contiguous(memory_format=torch.channels_last):
+            x3d = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, L, C) views either way
+        else:
+            x3d = x.reshape(b, c, h * w).transpose(1, 2)
+        xk, xv = (x3d, x3d) if not self.kv_split else (x3d[..., : self.key_channels], x3d[..., self.key_channels :])
+        xk = torch.sub(xk, xk.mean(dim=1, keepdim=True)).mul_(_LOG2E)
+        wk, wv = self._packed_weights()
+        logits = self.value.bias.detach().view(n, m).sum(dim=0).expand(b, m).contiguous()
+        steps = (wk.shape[2], wv.shape[2]) if self.head_split else (0, 0)
+        cpu_kernel.fused_logits_(xk, xv, wk, wv, logits, *steps)
+        if not math.isfinite(float(logits.sum())):
+            return None
+        return logits
+
     def _logits_chunked(self, x: torch.Tensor) -> torch.Tensor | None:
         """Inference logits ``(B, M)`` without materialising the attention (see module docstring).
 
@@ -420,9 +469,7 @@ class NOAHHead(nn.Module):
         wv = self.value.weight.view(n, m, -1).transpose(1, 2)
         bias = self.value.bias.view(n, m).sum(dim=0)  # sum_l A = 1: the value bias adds once per block
 
-        budget = self.chunk_elements or self.INFERENCE_CHUNK
-        images = max(1, min(b, budget // (n * length * m)))
-        classes = m if images > 1 else max(1, min(m, budget // (n * length)))
+        images, classes = self._chunk_sizes(b, length, self.chunk_elements or self.INFERENCE_CHUNK)
         gk_all, gv_all = _block_inputs(xk, n, self.head_split), _block_inputs(xv, n, self.head_split)
         if self.head_split and (images < b or classes < m):
             # one block-major copy up front; otherwise bmm copies the strided operands per chunk
@@ -517,7 +564,11 @@ class NOAHHead(nn.Module):
             and x.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled("cpu")
         )
-        if chunkable:
+        if chunkable and x.dtype == torch.float32 and cpu_kernel.fused_available():
+            logits = self._logits_fused(x)
+            if logits is not None:
+                return logits
+        elif chunkable:
             logits = self._logits_chunked(x)
             if logits is not None:
                 return logits
