@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from noah.cpu_kernel import fused_status
 from noah.errors import ConfigError
 
 __all__ = ["add_arguments", "run", "parse_shape", "HeadShape", "DEFAULT_SHAPES", "PAPER_RUNTIME"]
@@ -212,7 +213,10 @@ def _emit(rows: list[dict[str, Any]], title: str, stem: str, output: Path | None
 def _environment(device: torch.device, threads: int | None) -> str:
     cpu = _cpu_name()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu}, {os.cpu_count()} CPUs"
-    return f"machine: {where}; torch {torch.__version__}; torch threads {threads or torch.get_num_threads()}"
+    return (
+        f"machine: {where}; torch {torch.__version__}; torch threads {threads or torch.get_num_threads()}; "
+        f"fused CPU kernel: {fused_status()}"
+    )
 
 
 def _cpu_name() -> str:

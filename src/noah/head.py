@@ -18,15 +18,17 @@ implementations compute the same numbers (see :meth:`NOAHHead.set_impl`):
 ``"plain"``
     the formula as written (grouped ``conv2d``, softmax, product, sum) -- the reference.
 ``"fast"`` (default)
-    batched matmuls over one channels-last view of ``X``. Without autograd on CPU it runs in
-    cache-sized chunks and never materialises the attention: since softmax ignores a per-class
-    shift, the keys are computed from *position-centred* features (``K - mean_l K``, which also
-    drops the key bias) and pre-scaled by ``log2(e)``, so ``exp2`` of the matmul output is the
-    unnormalised attention with no max pass; ``y = sum_n (sum_l E*V') / (sum_l E) + sum_n b_v``
-    with the value bias added once at the end. A chunk whose exponentials overflow (a class whose
-    key logits spread more than ~88 over the positions) is detected and recomputed with the
-    exact max-subtracted softmax. With autograd, under ``torch.compile``/export, autocast or on
-    other devices it uses the same matmuls with an explicit softmax.
+    batched matmuls over one channels-last view of ``X``. Without autograd on CPU it never
+    materialises the attention: since softmax ignores a per-class shift, the keys are computed
+    from *position-centred* features (``K - mean_l K``, which also drops the key bias) and
+    pre-scaled by ``log2(e)``, so ``exp2`` of the matmul output is the unnormalised attention with
+    no max pass; ``y = sum_n (sum_l E*V') / (sum_l E) + sum_n b_v`` with the value bias added
+    once at the end. In float32 this runs in the compiled kernel of :mod:`noah.cpu_kernel`
+    (matmuls, exponentials and sums fused, no map written to memory) where it is built, else in
+    cache-sized chunks of PyTorch ops. An overflowing exponential (a class whose key logits
+    spread more than ~88 over the positions) is detected and the logits recomputed with the
+    exact max-subtracted softmax. With autograd, under ``torch.compile``/export or a dispatch
+    mode, with autocast or on other devices it uses the same matmuls with an explicit softmax.
 ``"lean"``
     the fast matmuls inside a custom autograd function that keeps only the input for backward
     and recomputes attention and values class chunk by class chunk, so training memory does not
@@ -105,6 +107,14 @@ def _graph_mode() -> bool:
     """True while tracing for ``torch.compile``, ``torch.export``/ONNX or TorchScript."""
     # the TorchScript-based ONNX exporter traces, the dynamo-based one compiles
     return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def _dispatch_mode_active() -> bool:
+    """True under a TorchDispatchMode (FlopCounterMode, FakeTensorMode, ...): such a mode has to
+    see every op, which the compiled kernel would hide from it."""
+    from torch.utils import _python_dispatch
+
+    return bool(getattr(_python_dispatch, "is_in_torch_dispatch_mode", lambda: False)())
 
 
 def _block_inputs(x2d: torch.Tensor, num_heads: int, head_split: bool) -> torch.Tensor:
@@ -564,7 +574,7 @@ class NOAHHead(nn.Module):
             and x.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled("cpu")
         )
-        if chunkable and x.dtype == torch.float32 and cpu_kernel.fused_available():
+        if chunkable and x.dtype == torch.float32 and cpu_kernel.fused_available() and not _dispatch_mode_active():
             logits = self._logits_fused(x)
             if logits is not None:
                 return logits

@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from noah.cpu_kernel import fused_status
 from noah.head import NOAHHead
 from noah.models import count_parameters, create_model, get_paper_model
 
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         ("feature map", f"(B, {fmap.shape[1]}, {fmap.shape[2]}, {fmap.shape[3]}) at {size}x{size} input"),
         ("params", f"{count_parameters(model) / 1e6:.4f} M (GAP baseline {count_parameters(baseline) / 1e6:.4f} M)"),
     ]
+    if isinstance(model.head, NOAHHead):
+        lines.append(("CPU kernel", fused_status()))
     if paper:
         lines.append(("paper", f"params {paper.params[0]} / {paper.params[1]} M, top-1 {paper.top1[0]} / {paper.top1[1]} %"))
         if paper.param_note:

@@ -1,0 +1,243 @@
+"""The fused CPU kernel (``noah._poca`` through :mod:`noah.cpu_kernel`) against the plain head.
+
+The kernel is the default float32 CPU inference path wherever it is built; every test here
+checks that the head really went through it (a spy counts the calls) and that it gives the plain
+formulation's numbers: register-tile edges (classes not a multiple of 16, positions not a
+multiple of 6, single positions), both split switches, NCHW / channels_last / strided inputs,
+threads, overflow, NaN, and the packed-weight cache.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import platform
+import shutil
+import sys
+
+import pytest
+import torch
+
+from noah import NOAHHead, cpu_kernel
+
+needs_kernel = pytest.mark.skipif(
+    not cpu_kernel.fused_available(), reason=f"fused CPU kernel not usable here: {cpu_kernel.fused_status()}"
+)
+
+
+def _cpu_has_avx2_fma() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and platform.machine() == "x86_64" and shutil.which("cc")),
+    reason="the build check is for x86-64 Linux with a C compiler",
+)
+def test_kernel_is_built_where_it_can_be():
+    """setup.py marks the extension optional, so a broken build would only warn: fail here."""
+    assert cpu_kernel._poca is not None, "noah._poca was not built: run pip install -e . and read the compiler error"
+    assert bool(cpu_kernel._poca.vectorized) == _cpu_has_avx2_fma()
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Counts calls of the fused kernel."""
+    calls = []
+    real = cpu_kernel.fused_logits_
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cpu_kernel, "fused_logits_", counting)
+    return calls
+
+
+def heads_for(shape, head_split=True, kv_split=True, seed=0):
+    """A plain head with random parameters (non-zero biases) and a fast copy of it."""
+    c, m, n, r, _, _ = shape
+    torch.manual_seed(seed)
+    plain = NOAHHead(c, m, n, r, head_split=head_split, kv_split=kv_split, impl="plain").eval()
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.normal_(0.0, 0.5)
+    fast = NOAHHead(c, m, n, r, head_split=head_split, kv_split=kv_split).eval()
+    fast.load_state_dict(plain.state_dict())
+    return plain, fast
+
+
+def assert_matches(actual, expected, rtol=1e-5):
+    scale = float(expected.abs().max().clamp_min(1.0))
+    torch.testing.assert_close(actual, expected, rtol=0, atol=rtol * scale)
+
+
+SHAPES = [  # C, M, N, r, H, W
+    (16, 5, 2, 0.5, 3, 3),  # fewer than 16 classes; 9 positions = one 6-tile + 3 single rows
+    (32, 17, 4, 0.25, 2, 5),  # a second panel with one class
+    (24, 33, 1, 1 / 3, 1, 1),  # one position: single rows only
+    (40, 16, 2, 0.5, 6, 1),  # exactly one tile and one panel
+    (6, 3, 3, 0.5, 2, 2),  # one channel per block
+    (256, 100, 4, 0.25, 7, 7),  # a real-sized head
+]
+ids = lambda s: "C{}-M{}-N{}-r{:.2f}-{}x{}".format(*s)  # noqa: E731
+
+
+@needs_kernel
+@pytest.mark.parametrize("head_split,kv_split", [(True, True), (False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("shape", SHAPES, ids=ids)
+def test_fused_matches_plain(spy, shape, head_split, kv_split):
+    plain, fast = heads_for(shape, head_split, kv_split)
+    c, _, _, _, h, w = shape
+    x = torch.randn(3, c, h, w) + 0.5  # a common offset, as after a ReLU
+    with torch.no_grad():
+        expected = plain(x)
+        assert_matches(fast(x), expected)
+        assert_matches(fast(x[:1]), expected[:1])
+        assert_matches(fast(x.contiguous(memory_format=torch.channels_last)), expected)
+        wide = torch.randn(3, c, h, 2 * w)
+        assert_matches(fast(wide[..., ::2]), plain(wide[..., ::2]))  # a strided view
+    assert len(spy) == 4
+
+
+@needs_kernel
+def test_threads_split_classes_and_give_identical_numbers(monkeypatch, spy):
+    plain, fast = heads_for((64, 70, 4, 0.5, 5, 5))
+    x = torch.randn(4, 64, 5, 5)
+    previous = torch.get_num_threads()
+    with torch.no_grad():
+        torch.set_num_threads(1)
+        single = fast(x)
+        monkeypatch.setattr(cpu_kernel, "_PARALLEL_MIN", 0)
+        try:
+            torch.set_num_threads(2)
+            parallel = fast(x)
+            torch.set_num_threads(8)  # more threads than cores, and than some heads' panels
+            many = fast(x)
+        finally:
+            torch.set_num_threads(previous)
+        expected = plain(x)
+    assert torch.equal(single, parallel) and torch.equal(single, many)
+    assert_matches(single, expected)
+    assert len(spy) == 3
+
+
+def _forked_child_logits(_: int) -> list:
+    torch.manual_seed(3)
+    head = NOAHHead(64, 70, 4, 0.5).eval()
+    with torch.no_grad():
+        return head(torch.ones(2, 64, 5, 5)).tolist()
+
+
+@needs_kernel
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_thread_pool_survives_fork(monkeypatch):
+    """A DataLoader-style forked child must not wait on the parent's (absent) pool threads."""
+    monkeypatch.setattr(cpu_kernel, "_PARALLEL_MIN", 0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        here = _forked_child_logits(0)  # creates the parent's pool
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            there = pool.apply_async(_forked_child_logits, (0,)).get(timeout=120)
+    finally:
+        torch.set_num_threads(previous)
+    assert there == here
+
+
+@needs_kernel
+def test_overflowing_keys_fall_back_to_the_exact_softmax(spy):
+    plain, fast = heads_for((16, 5, 2, 0.5, 3, 3))
+    with torch.no_grad():
+        for head in (plain, fast):
+            head.query.weight.mul_(500.0)
+        x = torch.randn(2, 16, 3, 3)
+        expected = plain(x)
+        assert torch.isfinite(expected).all()
+        assert fast._logits_fused(x) is None  # 2^(centred key) overflowed
+        assert_matches(fast(x), expected)
+
+
+@needs_kernel
+def test_nan_features_give_nan_logits_like_plain():
+    plain, fast = heads_for((16, 5, 2, 0.5, 3, 3))
+    x = torch.randn(2, 16, 3, 3)
+    x[1, 3, 1, 1] = float("nan")  # a key channel of image 1
+    with torch.no_grad():
+        expected, got = plain(x), fast(x)
+    assert torch.isnan(expected[1]).all() and torch.isnan(got[1]).all()
+    assert_matches(got[0], expected[0])
+
+
+@needs_kernel
+def test_packed_weight_cache_follows_every_weight_change():
+    plain, fast = heads_for((32, 20, 4, 0.5, 3, 3))
+    x = torch.randn(2, 32, 3, 3)
+    with torch.no_grad():
+        fast(x)
+        for head in (plain, fast):  # in place, as an optimizer step does
+            head.value.weight.mul_(-2.0)
+            head.query.weight.add_(0.1)
+        assert_matches(fast(x), plain(x))
+        plain.reset_parameters()
+        fast.load_state_dict(plain.state_dict())
+        assert_matches(fast(x), plain(x))
+        fast.value.weight = torch.nn.Parameter(plain.value.weight * 3)  # replaced outright
+        plain.value.weight.mul_(3)
+        assert_matches(fast(x), plain(x))
+    restored = pickle.loads(pickle.dumps(fast))
+    assert "_packed" in fast.__dict__ and "_packed" not in restored.__dict__
+    with torch.no_grad():
+        assert torch.equal(restored(x), fast(x))
+
+
+def test_disabling_the_kernel_keeps_the_numbers(monkeypatch, spy):
+    plain, fast = heads_for((32, 20, 4, 0.5, 3, 3))
+    monkeypatch.setenv("NOAH_DISABLE_KERNEL", "1")
+    assert not cpu_kernel.fused_available()
+    assert "PyTorch ops" in cpu_kernel.fused_status()
+    x = torch.randn(2, 32, 3, 3)
+    with torch.no_grad():
+        assert_matches(fast(x), plain(x))
+    assert spy == []
+
+
+def test_pack_weight_layout():
+    n, m, c = 2, 20, 3
+    weight = torch.randn(n * m, c, 1, 1)
+    packed = cpu_kernel.pack_weight(weight, n, m)
+    assert packed.shape == (n, 2, c, cpu_kernel.PANEL) and packed.is_contiguous()
+    for block, cls, k in [(0, 0, 0), (1, 19, 2), (1, 16, 1), (0, 7, 2)]:
+        assert packed[block, cls // 16, k, cls % 16] == weight[block * m + cls, k, 0, 0]
+    assert (packed[:, 1, :, m - 16 :] == 0).all()  # padding classes
+
+
+@needs_kernel
+def test_kernel_rejects_bad_buffers():
+    wk = cpu_kernel.pack_weight(torch.randn(2 * 5, 4, 1, 1), 2, 5)
+    xk = torch.randn(1, 3, 8)
+    out = torch.zeros(1, 5)
+    with pytest.raises(TypeError, match="float32"):
+        cpu_kernel._poca.fused_poca(xk.double().numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 4, 4, 0, 1)
+    with pytest.raises(ValueError, match="inconsistent"):
+        cpu_kernel._poca.fused_poca(xk.numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 6, 4, 0, 1)
+    with pytest.raises(ValueError, match="inconsistent"):
+        cpu_kernel._poca.fused_poca(xk.numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 4, 4, 0, 2)
+
+
+
+@needs_kernel
+def test_flop_counter_still_sees_the_head(spy):
+    """Under a TorchDispatchMode the head takes the op-by-op path, so its MACs are counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    c, m, length, b = 32, 20, 9, 2
+    _, fast = heads_for((c, m, 4, 0.5, 3, 3))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fast(torch.randn(b, c, 3, 3))
+    assert counter.get_total_flops() >= 2 * b * c * m * length  # both grouped projections
+    assert spy == []
