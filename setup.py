@@ -5,15 +5,25 @@ without a C compiler the install still succeeds and noah uses its pure-PyTorch p
 """
 
 from setuptools import Extension, setup
+from setuptools.errors import CCompilerError, CompileError, LinkError
 from setuptools.command.build_ext import build_ext
 
 
 class BuildExt(build_ext):
-    def build_extensions(self) -> None:
+    """Build with OpenMP where the compiler has it, else without (the kernel then runs on one
+    thread); an extension that cannot be built at all is skipped (``optional=True``)."""
+
+    def build_extension(self, ext: Extension) -> None:
         unix = self.compiler.compiler_type != "msvc"
-        for ext in self.extensions:
-            ext.extra_compile_args = ["-O3", "-std=c11", "-fno-math-errno"] if unix else ["/O2"]
-        super().build_extensions()
+        base = ["-O3", "-std=c11", "-fno-math-errno"] if unix else ["/O2"]
+        openmp = ["-fopenmp"] if unix else ["/openmp"]
+        ext.extra_compile_args, ext.extra_link_args = base + openmp, openmp if unix else []
+        try:
+            super().build_extension(ext)
+        except (CCompilerError, CompileError, LinkError):
+            print(f"building {ext.name} with OpenMP failed; building it single-threaded")
+            ext.extra_compile_args, ext.extra_link_args = base, []
+            super().build_extension(ext)
 
 
 setup(

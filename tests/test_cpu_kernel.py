@@ -4,7 +4,7 @@ The kernel is the default float32 CPU inference path wherever it is built; every
 checks that the head really went through it (a spy counts the calls) and that it gives the plain
 formulation's numbers: register-tile edges (classes not a multiple of 16, positions not a
 multiple of 6, single positions), both split switches, NCHW / channels_last / strided inputs,
-threads, overflow, NaN, and the packed-weight cache.
+OpenMP threads, a forked worker, overflow, NaN, the packed-weight cache and the FLOP counter.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def test_kernel_is_built_where_it_can_be():
     """setup.py marks the extension optional, so a broken build would only warn: fail here."""
     assert cpu_kernel._poca is not None, "noah._poca was not built: run pip install -e . and read the compiler error"
     assert bool(cpu_kernel._poca.vectorized) == _cpu_has_avx2_fma()
+    assert cpu_kernel._poca.openmp, "noah._poca was built without OpenMP: it would run on one thread"
 
 
 @pytest.fixture
@@ -126,7 +127,8 @@ def test_threads_split_classes_and_give_identical_numbers(monkeypatch, spy):
     assert len(spy) == 3
 
 
-def _forked_child_logits(_: int) -> list:
+def _forked_child_logits(threads: int) -> list:
+    torch.set_num_threads(threads)  # what DataLoader workers do (libgomp cannot fork a team)
     torch.manual_seed(3)
     head = NOAHHead(64, 70, 4, 0.5).eval()
     with torch.no_grad():
@@ -135,15 +137,13 @@ def _forked_child_logits(_: int) -> list:
 
 @needs_kernel
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
-def test_thread_pool_survives_fork(monkeypatch):
-    """A DataLoader-style forked child must not wait on the parent's (absent) pool threads."""
+def test_kernel_runs_in_a_forked_worker_after_the_parent_used_threads(monkeypatch):
     monkeypatch.setattr(cpu_kernel, "_PARALLEL_MIN", 0)
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)
     try:
-        here = _forked_child_logits(0)  # creates the parent's pool
+        here = _forked_child_logits(2)  # the parent runs a parallel region first
         with multiprocessing.get_context("fork").Pool(1) as pool:
-            there = pool.apply_async(_forked_child_logits, (0,)).get(timeout=120)
+            there = pool.apply_async(_forked_child_logits, (1,)).get(timeout=120)
     finally:
         torch.set_num_threads(previous)
     assert there == here
@@ -222,11 +222,13 @@ def test_kernel_rejects_bad_buffers():
     xk = torch.randn(1, 3, 8)
     out = torch.zeros(1, 5)
     with pytest.raises(TypeError, match="float32"):
-        cpu_kernel._poca.fused_poca(xk.double().numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 4, 4, 0, 1)
+        cpu_kernel._poca.fused_poca(xk.double().numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 4, 4, 0, 1, 1)
     with pytest.raises(ValueError, match="inconsistent"):
-        cpu_kernel._poca.fused_poca(xk.numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 6, 4, 0, 1)
+        cpu_kernel._poca.fused_poca(xk.numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 6, 4, 0, 1, 1)
     with pytest.raises(ValueError, match="inconsistent"):
-        cpu_kernel._poca.fused_poca(xk.numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 4, 4, 0, 2)
+        cpu_kernel._poca.fused_poca(xk.numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 4, 4, 0, 2, 1)
+    with pytest.raises(ValueError, match="inconsistent"):  # no threads
+        cpu_kernel._poca.fused_poca(xk.numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 4, 4, 0, 1, 0)
 
 
 

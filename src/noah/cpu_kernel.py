@@ -10,8 +10,6 @@ head computes the same numbers with PyTorch ops.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 
 try:
@@ -24,10 +22,7 @@ __all__ = ["PANEL", "fused_available", "fused_status", "pack_weight", "fused_log
 #: classes per weight panel of the kernel
 PANEL = 16
 #: below this many map elements (N*B*L*M) one thread does the whole head
-_PARALLEL_MIN = 1 << 19
-
-_pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] = (0, 0)  # (process id, workers): a forked child builds its own pool
+_PARALLEL_MIN = 1 << 16
 
 
 def fused_available() -> bool:
@@ -43,7 +38,7 @@ def fused_status() -> str:
         return "built, but this CPU lacks AVX2+FMA; the head uses PyTorch ops"
     if not fused_available():
         return "disabled by NOAH_DISABLE_KERNEL; the head uses PyTorch ops"
-    return "in use (x86-64 AVX2+FMA)"
+    return "in use (x86-64 AVX2+FMA, " + ("OpenMP threads)" if _poca.openmp else "one thread: built without OpenMP)")
 
 
 def pack_weight(weight: torch.Tensor, heads: int, classes: int) -> torch.Tensor:
@@ -60,7 +55,7 @@ def pack_weight(weight: torch.Tensor, heads: int, classes: int) -> torch.Tensor:
 
 
 def _threads_for(elements: int) -> int:
-    return max(1, min(torch.get_num_threads(), 64)) if elements >= _PARALLEL_MIN else 1
+    return max(1, torch.get_num_threads()) if elements >= _PARALLEL_MIN else 1
 
 
 def fused_logits_(
@@ -79,24 +74,12 @@ def fused_logits_(
     ``[n*key_step, n*key_step + ck)`` of ``xk`` (``ck`` from ``wk``), likewise for values. The
     key features must be centred over each image's positions and scaled by ``log2(e)``.
     ``wk``/``wv``: :func:`pack_weight` panels; ``out``: float32 ``(B, M)`` with contiguous rows.
-    Large heads are split over class panels across ``torch.get_num_threads()`` threads. An
+    Large heads are split over class panels across ``torch.get_num_threads()`` OpenMP threads
+    (PyTorch's own, when the extension was built with OpenMP). An
     overflowing exponential (a class whose centred key logits exceed ~88) shows as a non-finite
     entry of ``out``.
     """
-    heads, panels = wk.shape[0], wk.shape[1]
+    heads = wk.shape[0]
+    threads = _threads_for(heads * out.shape[0] * xk.shape[1] * out.shape[1])
     arrays = [t.detach().numpy() for t in (xk, xv, wk, wv, out)]
-    threads = min(panels, _threads_for(heads * out.shape[0] * xk.shape[1] * out.shape[1]))
-    bounds = [panels * i // threads for i in range(threads + 1)]
-
-    def run(i: int) -> None:
-        _poca.fused_poca(*arrays, heads, key_step, value_step, bounds[i], bounds[i + 1])
-
-    if threads == 1:
-        run(0)
-        return
-    global _pool, _pool_key
-    if _pool is None or _pool_key[0] != os.getpid() or _pool_key[1] < threads:
-        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="noah-poca")
-        _pool_key = (os.getpid(), threads)
-    for future in [_pool.submit(run, i) for i in range(threads)]:
-        future.result()
+    _poca.fused_poca(*arrays, heads, key_step, value_step, 0, wk.shape[1], threads)

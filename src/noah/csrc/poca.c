@@ -173,12 +173,24 @@ AVX2 static void fused_block(const FusedJob *job, Py_ssize_t n, Py_ssize_t p0, P
 
 /* All heads, panels [p0, p1): images in blocks whose key and value features (about 64 Ki
  * floats per block) stay in L2 while every weight panel streams past them. */
-AVX2 static void fused_all(const FusedJob *job, Py_ssize_t p0, Py_ssize_t p1) {
+AVX2 static void fused_panel_range(const FusedJob *job, Py_ssize_t p0, Py_ssize_t p1) {
     Py_ssize_t block = (1 << 16) / (job->length * (job->ck + job->cv));
     if (block < 1) block = 1;
     for (Py_ssize_t b0 = 0; b0 < job->images; b0 += block) {
         Py_ssize_t b1 = b0 + block < job->images ? b0 + block : job->images;
         for (Py_ssize_t n = 0; n < job->heads; n++) fused_block(job, n, p0, p1, b0, b1);
+    }
+}
+
+/* Panels [p0, p1) split evenly over `threads` OpenMP threads. Built with OpenMP, the team comes
+ * from the libgomp that PyTorch already loaded (same soname), i.e. PyTorch's own intra-op
+ * threads -- a second runtime's threads would compete with PyTorch's spinning workers. */
+AVX2 static void fused_all(const FusedJob *job, Py_ssize_t p0, Py_ssize_t p1, int threads) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
+#endif
+    for (int t = 0; t < threads; t++) {
+        fused_panel_range(job, p0 + (p1 - p0) * t / threads, p0 + (p1 - p0) * (t + 1) / threads);
     }
 }
 
@@ -231,8 +243,9 @@ static int float_strides(const Py_buffer *view, int ndim, const char *name, Py_s
 static PyObject *fused_poca(PyObject *self, PyObject *args) {
     PyObject *objs[5];
     Py_ssize_t heads, k_step, v_step, p0, p1;
-    if (!PyArg_ParseTuple(args, "OOOOOnnnnn", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
-                          &heads, &k_step, &v_step, &p0, &p1))
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOOOOnnnnni", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                          &heads, &k_step, &v_step, &p0, &p1, &threads))
         return NULL;
     static const char *names[5] = {"xk", "xv", "wk", "wv", "out"};
     Py_buffer views[5];
@@ -262,11 +275,12 @@ static PyObject *fused_poca(PyObject *self, PyObject *args) {
             || job.panels != (job.classes + NOAH_NR - 1) / NOAH_NR || job.length <= 0 || job.ck <= 0 || job.cv <= 0
             || xk->shape[0] != job.images || xv->shape[0] != job.images || xv->shape[1] != job.length
             || k_step < 0 || v_step < 0 || (heads - 1) * k_step + job.ck > xk->shape[2]
-            || (heads - 1) * v_step + job.cv > xv->shape[2] || p0 < 0 || p0 > p1 || p1 > job.panels) {
+            || (heads - 1) * v_step + job.cv > xv->shape[2] || p0 < 0 || p0 > p1 || p1 > job.panels
+            || threads < 1) {
             PyErr_SetString(PyExc_ValueError, "fused_poca: inconsistent shapes");
         } else {
             Py_BEGIN_ALLOW_THREADS
-            fused_all(&job, p0, p1);
+            fused_all(&job, p0, p1, threads);
             Py_END_ALLOW_THREADS
             result = Py_NewRef(Py_None);
         }
@@ -278,11 +292,12 @@ static PyObject *fused_poca(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"fused_poca", fused_poca, METH_VARARGS,
-     "fused_poca(xk, xv, wk, wv, out, heads, k_step, v_step, p0, p1)\n\n"
+     "fused_poca(xk, xv, wk, wv, out, heads, k_step, v_step, p0, p1, threads)\n\n"
      "Adds sum_n sum_l 2^K' V / sum_l 2^K' to out (images, classes) for class panels [p0, p1),\n"
      "K' = xk[b, :, n*k_step : n*k_step+ck] @ wk[n], V = xv[b, :, n*v_step : n*v_step+cv] @ wv[n];\n"
      "xk/xv: (images, length, channels) float32 arrays with any positive strides; wk/wv:\n"
-     "packed (heads, panels, c, 16), C-contiguous and 32-byte aligned. AVX2+FMA only."},
+     "packed (heads, panels, c, 16), C-contiguous and 32-byte aligned; threads: OpenMP threads\n"
+     "over the class panels (1 where built without OpenMP). AVX2+FMA only."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -292,7 +307,13 @@ PyMODINIT_FUNC PyInit__poca(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     use_avx2 = cpu_has_avx2();
-    if (PyModule_AddObjectRef(m, "vectorized", use_avx2 ? Py_True : Py_False) < 0) {
+#ifdef _OPENMP
+    PyObject *openmp = Py_True;
+#else
+    PyObject *openmp = Py_False;
+#endif
+    if (PyModule_AddObjectRef(m, "vectorized", use_avx2 ? Py_True : Py_False) < 0
+        || PyModule_AddObjectRef(m, "openmp", openmp) < 0) {
         Py_DECREF(m);
         return NULL;
     }
