@@ -41,16 +41,16 @@ def fused_status() -> str:
     return "in use (x86-64 AVX2+FMA, " + ("OpenMP threads)" if _poca.openmp else "one thread: built without OpenMP)")
 
 
-def pack_weight(weight: torch.Tensor, heads: int, classes: int) -> torch.Tensor:
-    """A grouped 1x1 conv weight ``(N*M, c, 1, 1)`` as the kernel's float32 panels.
+def pack_weight(weight: torch.Tensor, heads: int, classes: int, scale: float = 1.0) -> torch.Tensor:
+    """A grouped 1x1 conv weight ``(N*M, c, 1, 1)``, times ``scale``, as the kernel's panels.
 
-    Returns a contiguous ``(N, ceil(M/16), c, 16)`` tensor: for each block and each group of 16
-    classes, the ``c x 16`` matrix ``W^T`` (classes past ``M`` are zero).
+    Returns a contiguous float32 ``(N, ceil(M/16), c, 16)`` tensor: for each block and each group
+    of 16 classes, the ``c x 16`` matrix ``scale * W^T`` (classes past ``M`` are zero).
     """
     c = weight.shape[1]
     panels = -(-classes // PANEL)
     packed = weight.new_zeros(heads, panels * PANEL, c, dtype=torch.float32)
-    packed[:, :classes] = weight.detach().view(heads, classes, c)
+    packed[:, :classes] = weight.detach().view(heads, classes, c) * scale
     return packed.view(heads, panels, PANEL, c).transpose(2, 3).contiguous()
 
 
@@ -66,20 +66,20 @@ def fused_logits_(
     out: torch.Tensor,
     key_step: int,
     value_step: int,
-) -> None:
+) -> bool:
     """Add ``sum_n sum_l 2^(xk_n wk_n) (xv_n wv_n) / sum_l 2^(xk_n wk_n)`` to ``out`` in place.
 
     ``xk``/``xv``: float32 ``(B, L, channels)`` CPU features, any (positive) strides, so NCHW
     maps go in as ``x.view(B, C, L).transpose(1, 2)`` without a copy; block ``n`` reads channels
     ``[n*key_step, n*key_step + ck)`` of ``xk`` (``ck`` from ``wk``), likewise for values. The
-    key features must be centred over each image's positions and scaled by ``log2(e)``.
+    key features must be centred over each image's positions and ``wk`` scaled by ``log2(e)``.
     ``wk``/``wv``: :func:`pack_weight` panels; ``out``: float32 ``(B, M)`` with contiguous rows.
     Large heads are split over class panels across ``torch.get_num_threads()`` OpenMP threads
-    (PyTorch's own, when the extension was built with OpenMP). An
-    overflowing exponential (a class whose centred key logits exceed ~88) shows as a non-finite
-    entry of ``out``.
+    (PyTorch's own, when the extension was built with OpenMP). Returns whether every entry of
+    ``out`` is finite afterwards: an overflowing exponential (a class whose centred key logits
+    exceed ~88) makes one non-finite, as do non-finite features.
     """
     heads = wk.shape[0]
     threads = _threads_for(heads * out.shape[0] * xk.shape[1] * out.shape[1])
     arrays = [t.detach().numpy() for t in (xk, xv, wk, wv, out)]
-    _poca.fused_poca(*arrays, heads, key_step, value_step, 0, wk.shape[1], threads)
+    return _poca.fused_poca(*arrays, heads, key_step, value_step, 0, wk.shape[1], threads)

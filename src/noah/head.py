@@ -424,14 +424,15 @@ class NOAHHead(nn.Module):
         return images, classes
 
     def _packed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The query/value weights as :func:`noah.cpu_kernel.pack_weight` panels, cached until
-        a weight changes (in place, e.g. an optimizer step, or by being replaced)."""
+        """The query (times ``log2(e)``) and value weights as :func:`noah.cpu_kernel.pack_weight`
+        panels, cached until a weight changes (in place, e.g. an optimizer step, or replaced)."""
         key = tuple((w.data_ptr(), w._version, w.dtype) for w in (self.query.weight, self.value.weight))
         cache = self.__dict__.get("_packed")
         if cache is None or cache[0] != key:
             n, m = self.num_heads, self.num_classes
             with torch.no_grad():
-                packed = (cpu_kernel.pack_weight(self.query.weight, n, m), cpu_kernel.pack_weight(self.value.weight, n, m))
+                packed = (cpu_kernel.pack_weight(self.query.weight, n, m, scale=_LOG2E),
+                          cpu_kernel.pack_weight(self.value.weight, n, m))
             self.__dict__["_packed"] = cache = (key, packed)
         return cache[1]
 
@@ -443,9 +444,10 @@ class NOAHHead(nn.Module):
     def _logits_fused(self, x: torch.Tensor) -> torch.Tensor | None:
         """Float32 CPU inference logits ``(B, M)`` by the fused kernel (:mod:`noah.cpu_kernel`).
 
-        The keys come from position-centred, ``log2(e)``-scaled features (softmax ignores a
-        per-class shift, so the key bias drops out too); the value bias adds once per block,
-        since the attention sums to one. Returns ``None`` if an exponential overflowed.
+        The keys come from position-centred features and ``log2(e)``-scaled weights (softmax
+        ignores a per-class shift, so the key bias drops out too); the value bias adds once per
+        block, since the attention sums to one. Returns ``None`` if some logit is not finite (an
+        exponential overflowed, or the features were not finite); the caller then recomputes.
         """
         b, c, h, w = x.shape
         n, m = self.num_heads, self.num_classes
@@ -454,14 +456,11 @@ class NOAHHead(nn.Module):
         else:
             x3d = x.reshape(b, c, h * w).transpose(1, 2)
         xk, xv = (x3d, x3d) if not self.kv_split else (x3d[..., : self.key_channels], x3d[..., self.key_channels :])
-        xk = torch.sub(xk, xk.mean(dim=1, keepdim=True)).mul_(_LOG2E)
+        xk = xk - xk.mean(dim=1, keepdim=True)
         wk, wv = self._packed_weights()
         logits = self.value.bias.detach().view(n, m).sum(dim=0).expand(b, m).contiguous()
         steps = (wk.shape[2], wv.shape[2]) if self.head_split else (0, 0)
-        cpu_kernel.fused_logits_(xk, xv, wk, wv, logits, *steps)
-        if not math.isfinite(float(logits.sum())):
-            return None
-        return logits
+        return logits if cpu_kernel.fused_logits_(xk, xv, wk, wv, logits, *steps) else None
 
     def _logits_chunked(self, x: torch.Tensor) -> torch.Tensor | None:
         """Inference logits ``(B, M)`` without materialising the attention (see module docstring).

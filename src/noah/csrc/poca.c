@@ -279,10 +279,15 @@ static PyObject *fused_poca(PyObject *self, PyObject *args) {
             || threads < 1) {
             PyErr_SetString(PyExc_ValueError, "fused_poca: inconsistent shapes");
         } else {
+            int finite = 1;
             Py_BEGIN_ALLOW_THREADS
             fused_all(&job, p0, p1, threads);
+            for (Py_ssize_t b = 0; b < job.images; b++) {
+                const float *o = job.out + b * job.out_stride;
+                for (Py_ssize_t m = p0 * NOAH_NR; m < job.classes && m < p1 * NOAH_NR; m++) finite &= isfinite(o[m]) != 0;
+            }
             Py_END_ALLOW_THREADS
-            result = Py_NewRef(Py_None);
+            result = Py_NewRef(finite ? Py_True : Py_False);
         }
 #endif
     }
@@ -293,7 +298,8 @@ static PyObject *fused_poca(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"fused_poca", fused_poca, METH_VARARGS,
      "fused_poca(xk, xv, wk, wv, out, heads, k_step, v_step, p0, p1, threads)\n\n"
-     "Adds sum_n sum_l 2^K' V / sum_l 2^K' to out (images, classes) for class panels [p0, p1),\n"
+     "Adds sum_n sum_l 2^K' V / sum_l 2^K' to out (images, classes) for class panels [p0, p1);\n"
+     "returns whether all of those entries of out are finite.\n"
      "K' = xk[b, :, n*k_step : n*k_step+ck] @ wk[n], V = xv[b, :, n*v_step : n*v_step+cv] @ wv[n];\n"
      "xk/xv: (images, length, channels) float32 arrays with any positive strides; wk/wv:\n"
      "packed (heads, panels, c, 16), C-contiguous and 32-byte aligned; threads: OpenMP threads\n"
