@@ -6,6 +6,7 @@ import csv
 
 import pytest
 
+from noah import cpu_kernel
 from noah.bench import DEFAULT_SHAPES, HeadShape, parse_shape
 from noah.cli import main
 from noah.errors import ConfigError
@@ -43,6 +44,8 @@ def test_head_only_writes_csv_and_markdown(tmp_path, capsys):
         assert float(row["fast_vs_plain_rel_err"]) < 1e-5
         for key in ("floor_ms", "fast_ms", "plain_ms", "train_fast_ms", "train_plain_ms", "train_lean_ms"):
             assert float(row[key]) > 0
+        # with the compiled kernel, the PyTorch-only fast path is timed beside it
+        assert ("fast_torch_ms" in row) == cpu_kernel.fused_available()
     markdown = (tmp_path / "head_only.md").read_text()
     assert "| shape | batch | floor_ms |" in markdown and "torch" in markdown
     assert "NOAH head alone" in capsys.readouterr().out

@@ -102,7 +102,9 @@ def test_fused_matches_plain(spy, shape, head_split, kv_split):
         assert_matches(fast(x.contiguous(memory_format=torch.channels_last)), expected)
         wide = torch.randn(3, c, h, 2 * w)
         assert_matches(fast(wide[..., ::2]), plain(wide[..., ::2]))  # a strided view
-    assert len(spy) == 4
+    with torch.inference_mode():
+        assert_matches(fast(x), expected)
+    assert len(spy) == 5
 
 
 @needs_kernel
@@ -197,10 +199,13 @@ def test_packed_weight_cache_follows_every_weight_change():
 
 def test_disabling_the_kernel_keeps_the_numbers(monkeypatch, spy):
     plain, fast = heads_for((32, 20, 4, 0.5, 3, 3))
+    x = torch.randn(2, 32, 3, 3)
+    with torch.no_grad(), cpu_kernel.kernel_disabled():
+        assert not cpu_kernel.fused_available()
+        assert_matches(fast(x), plain(x))
     monkeypatch.setenv("NOAH_DISABLE_KERNEL", "1")
     assert not cpu_kernel.fused_available()
     assert "PyTorch ops" in cpu_kernel.fused_status()
-    x = torch.randn(2, 32, 3, 3)
     with torch.no_grad():
         assert_matches(fast(x), plain(x))
     assert spy == []

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from noah.cpu_kernel import fused_status
+from noah.cpu_kernel import fused_available, fused_status, kernel_disabled
 from noah.errors import ConfigError
 
 __all__ = ["add_arguments", "run", "parse_shape", "HeadShape", "DEFAULT_SHAPES", "PAPER_RUNTIME"]
@@ -321,6 +321,7 @@ def _run_head_only(args: argparse.Namespace) -> int:
     device = _device(args.device)
     shapes = [parse_shape(s) for s in (args.shapes or DEFAULT_SHAPES)]
     batches = _int_list(args.head_batches, "--head-batches")
+    with_kernel = device.type == "cpu" and fused_available()
     rows = []
     for shape in shapes:
         c, m, n, r, h, w = shape
@@ -333,25 +334,33 @@ def _run_head_only(args: argparse.Namespace) -> int:
                 for head in heads.values():
                     head.eval()
                 error = (heads["fast"](x) - heads["plain"](x)).abs().max() / heads["plain"](x).abs().max()
-                t = time_interleaved(
-                    {"floor": lambda: dense_x @ dense_w, "fast": lambda: heads["fast"](x), "plain": lambda: heads["plain"](x)},
-                    args.warmup, args.repeats, device,
-                )
-            row: dict[str, Any] = {
-                "shape": str(shape), "batch": b, "floor_ms": t["floor"] * 1e3, "fast_ms": t["fast"] * 1e3,
-                "plain_ms": t["plain"] * 1e3, "fast/floor": t["fast"] / t["floor"], "plain/floor": t["plain"] / t["floor"],
-                "fast_vs_plain_rel_err": float(error),
-            }
+                runs = {"floor": lambda: dense_x @ dense_w, "fast": lambda: heads["fast"](x), "plain": lambda: heads["plain"](x)}
+                if with_kernel:
+                    runs["fast_torch"] = lambda: _without_kernel(heads["fast"], x)
+                t = time_interleaved(runs, args.warmup, args.repeats, device)
+            row: dict[str, Any] = {"shape": str(shape), "batch": b}
+            for name in runs:
+                row[f"{name}_ms"] = t[name] * 1e3
+            for name in runs:
+                if name != "floor":
+                    row[f"{name}/floor"] = t[name] / t["floor"]
+            row["fast_vs_plain_rel_err"] = float(error)
             if not args.no_train:
                 row.update(_train_times(heads, x, args, device))
             rows.append(row)
     notes = [
         _environment(device, args.threads),
         "floor: one dense (B*L, C) @ (C, M) matmul with the same multiply-adds; inference under torch.no_grad(); "
-        f"train: forward + backward of a sum loss in train mode; medians of {args.repeats} interleaved runs",
+        + ("fast_torch: the fast head with its compiled kernel disabled (PyTorch ops only); " if with_kernel else "")
+        + f"train: forward + backward of a sum loss in train mode; medians of {args.repeats} interleaved runs",
     ]
     _emit(rows, "NOAH head alone", "head_only", args.output, notes)
     return 0
+
+
+def _without_kernel(head: Any, x: torch.Tensor) -> torch.Tensor:
+    with kernel_disabled():
+        return head(x)
 
 
 def _train_times(heads: dict[str, Any], x: torch.Tensor, args: argparse.Namespace, device: torch.device) -> dict[str, float]:

@@ -10,6 +10,8 @@ head computes the same numbers with PyTorch ops.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 import torch
 
 try:
@@ -17,17 +19,34 @@ try:
 except ImportError:  # not built: the PyTorch path takes over
     _poca = None
 
-__all__ = ["PANEL", "fused_available", "fused_status", "pack_weight", "fused_logits_"]
+__all__ = ["PANEL", "fused_available", "fused_status", "kernel_disabled", "pack_weight", "fused_logits_"]
 
 #: classes per weight panel of the kernel
 PANEL = 16
 #: below this many map elements (N*B*L*M) one thread does the whole head
 _PARALLEL_MIN = 1 << 16
+_disabled_depth = 0  # > 0 inside kernel_disabled()
 
 
 def fused_available() -> bool:
     """True when :func:`fused_logits_` is built, runs on this CPU and is not disabled."""
-    return _poca is not None and bool(_poca.vectorized) and os.environ.get("NOAH_DISABLE_KERNEL", "") in ("", "0")
+    return (
+        _poca is not None
+        and bool(_poca.vectorized)
+        and _disabled_depth == 0
+        and os.environ.get("NOAH_DISABLE_KERNEL", "") in ("", "0")
+    )
+
+
+@contextmanager
+def kernel_disabled() -> Iterator[None]:
+    """Within this block the head uses its PyTorch path (for comparisons and benchmarks)."""
+    global _disabled_depth
+    _disabled_depth += 1
+    try:
+        yield
+    finally:
+        _disabled_depth -= 1
 
 
 def fused_status() -> str:
@@ -37,7 +56,7 @@ def fused_status() -> str:
     if not _poca.vectorized:
         return "built, but this CPU lacks AVX2+FMA; the head uses PyTorch ops"
     if not fused_available():
-        return "disabled by NOAH_DISABLE_KERNEL; the head uses PyTorch ops"
+        return "disabled (NOAH_DISABLE_KERNEL or kernel_disabled()); the head uses PyTorch ops"
     return "in use (x86-64 AVX2+FMA, " + ("OpenMP threads)" if _poca.openmp else "one thread: built without OpenMP)")
 
 
