@@ -4,13 +4,12 @@ The kernel is the default float32 CPU inference path wherever it is built; every
 checks that the head really went through it (a spy counts the calls) and that it gives the plain
 formulation's numbers: register-tile edges (classes not a multiple of 16, positions not a
 multiple of 6, single positions), both split switches, NCHW / channels_last / strided inputs,
-OpenMP threads, a forked worker, overflow, NaN, the packed-weight cache and the FLOP counter.
+OpenMP threads, a forked worker, overflow, NaN, weight changes and the FLOP counter.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import pickle
 import platform
 import shutil
 import sys
@@ -49,13 +48,13 @@ def test_kernel_is_built_where_it_can_be():
 def spy(monkeypatch):
     """Counts calls of the fused kernel."""
     calls = []
-    real = cpu_kernel.fused_logits_
+    real = cpu_kernel.fused_logits
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cpu_kernel, "fused_logits_", counting)
+    monkeypatch.setattr(cpu_kernel, "fused_logits", counting)
     return calls
 
 
@@ -176,7 +175,9 @@ def test_nan_features_give_nan_logits_like_plain():
 
 
 @needs_kernel
-def test_packed_weight_cache_follows_every_weight_change():
+def test_every_weight_change_is_seen():
+    """Nothing is cached between calls: in-place updates, loads, replacements and even writes
+    through ``.data`` (which do not bump the version counter) show in the next forward."""
     plain, fast = heads_for((32, 20, 4, 0.5, 3, 3))
     x = torch.randn(2, 32, 3, 3)
     with torch.no_grad():
@@ -191,10 +192,10 @@ def test_packed_weight_cache_follows_every_weight_change():
         fast.value.weight = torch.nn.Parameter(plain.value.weight * 3)  # replaced outright
         plain.value.weight.mul_(3)
         assert_matches(fast(x), plain(x))
-    restored = pickle.loads(pickle.dumps(fast))
-    assert "_packed" in fast.__dict__ and "_packed" not in restored.__dict__
+    for head in (plain, fast):
+        head.query.weight.data[3].mul_(4.0)  # one class of block 0, behind autograd's back
     with torch.no_grad():
-        assert torch.equal(restored(x), fast(x))
+        assert_matches(fast(x), plain(x))
 
 
 def test_disabling_the_kernel_keeps_the_numbers(monkeypatch, spy):
@@ -211,30 +212,33 @@ def test_disabling_the_kernel_keeps_the_numbers(monkeypatch, spy):
     assert spy == []
 
 
-def test_pack_weight_layout():
-    n, m, c = 2, 20, 3
-    weight = torch.randn(n * m, c, 1, 1)
-    packed = cpu_kernel.pack_weight(weight, n, m)
-    assert packed.shape == (n, 2, c, cpu_kernel.PANEL) and packed.is_contiguous()
-    for block, cls, k in [(0, 0, 0), (1, 19, 2), (1, 16, 1), (0, 7, 2)]:
-        assert packed[block, cls // 16, k, cls % 16] == weight[block * m + cls, k, 0, 0]
-    assert (packed[:, 1, :, m - 16 :] == 0).all()  # padding classes
-
-
 @needs_kernel
 def test_kernel_rejects_bad_buffers():
-    wk = cpu_kernel.pack_weight(torch.randn(2 * 5, 4, 1, 1), 2, 5)
-    xk = torch.randn(1, 3, 8)
-    out = torch.zeros(1, 5)
-    with pytest.raises(TypeError, match="float32"):
-        cpu_kernel._poca.fused_poca(xk.double().numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 4, 4, 0, 1, 1)
-    with pytest.raises(ValueError, match="inconsistent"):
-        cpu_kernel._poca.fused_poca(xk.numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 6, 4, 0, 1, 1)
-    with pytest.raises(ValueError, match="inconsistent"):
-        cpu_kernel._poca.fused_poca(xk.numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 4, 4, 0, 2, 1)
-    with pytest.raises(ValueError, match="inconsistent"):  # no threads
-        cpu_kernel._poca.fused_poca(xk.numpy(), xk.numpy(), wk.numpy(), wk.numpy(), out.numpy(), 2, 4, 4, 0, 1, 0)
+    poca = cpu_kernel._poca
+    w = torch.randn(2 * 5, 4)  # 2 blocks, 5 classes, 4 channels per block
+    bias = torch.zeros(2 * 5)
+    x = torch.randn(1, 3, 16)  # 8 key channels, then 8 value channels
 
+    def call(x=x, w=w, out=None, heads=2, keys=8, step=4, threads=1):
+        out = torch.zeros(1, 5) if out is None else out
+        return poca.fused_poca(x.numpy(), w.numpy(), w.numpy(), bias.numpy(), out.numpy(), heads, keys, 8, step, step,
+                               threads, 1.0)
+
+    assert call() is True
+    with pytest.raises(TypeError, match="float32"):
+        call(x=x.double())
+    with pytest.raises(ValueError, match="inconsistent"):
+        call(step=6)  # block 1 would read past the 8 key channels
+    with pytest.raises(ValueError, match="inconsistent"):
+        call(keys=20)  # more key channels than x has
+    with pytest.raises(ValueError, match="inconsistent"):
+        call(heads=3)
+    with pytest.raises(ValueError, match="inconsistent"):
+        call(threads=0)
+    with pytest.raises(ValueError, match="inconsistent"):
+        call(out=torch.zeros(2, 5))  # two images' logits for one image
+    with pytest.raises(ValueError, match="contiguous"):
+        call(w=torch.randn(4, 10).t())
 
 
 @needs_kernel

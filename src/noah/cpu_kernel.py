@@ -19,10 +19,9 @@ try:
 except ImportError:  # not built: the PyTorch path takes over
     _poca = None
 
-__all__ = ["PANEL", "fused_available", "fused_status", "kernel_disabled", "pack_weight", "fused_logits_"]
+__all__ = ["fused_available", "fused_status", "kernel_disabled", "fused_logits"]
 
-#: classes per weight panel of the kernel
-PANEL = 16
+_LOG2E = 1.4426950408889634
 #: below this many map elements (N*B*L*M) one thread does the whole head
 _PARALLEL_MIN = 1 << 16
 _disabled_depth = 0  # > 0 inside kernel_disabled()
@@ -60,45 +59,37 @@ def fused_status() -> str:
     return "in use (x86-64 AVX2+FMA, " + ("OpenMP threads)" if _poca.openmp else "one thread: built without OpenMP)")
 
 
-def pack_weight(weight: torch.Tensor, heads: int, classes: int, scale: float = 1.0) -> torch.Tensor:
-    """A grouped 1x1 conv weight ``(N*M, c, 1, 1)``, times ``scale``, as the kernel's panels.
-
-    Returns a contiguous float32 ``(N, ceil(M/16), c, 16)`` tensor: for each block and each group
-    of 16 classes, the ``c x 16`` matrix ``scale * W^T`` (classes past ``M`` are zero).
-    """
-    c = weight.shape[1]
-    panels = -(-classes // PANEL)
-    packed = weight.new_zeros(heads, panels * PANEL, c, dtype=torch.float32)
-    packed[:, :classes] = weight.detach().view(heads, classes, c) * scale
-    return packed.view(heads, panels, PANEL, c).transpose(2, 3).contiguous()
-
-
 def _threads_for(elements: int) -> int:
     return max(1, torch.get_num_threads()) if elements >= _PARALLEL_MIN else 1
 
 
-def fused_logits_(
-    xk: torch.Tensor,
-    xv: torch.Tensor,
+def fused_logits(
+    x: torch.Tensor,
     wk: torch.Tensor,
     wv: torch.Tensor,
-    out: torch.Tensor,
+    bias: torch.Tensor,
+    heads: int,
+    key_channels: int,
+    value_offset: int,
     key_step: int,
     value_step: int,
-) -> bool:
-    """Add ``sum_n sum_l 2^(xk_n wk_n) (xv_n wv_n) / sum_l 2^(xk_n wk_n)`` to ``out`` in place.
+) -> torch.Tensor | None:
+    """NOAH logits ``(B, M)`` of float32 CPU features, or ``None`` if one is not finite.
 
-    ``xk``/``xv``: float32 ``(B, L, channels)`` CPU features, any (positive) strides, so NCHW
-    maps go in as ``x.view(B, C, L).transpose(1, 2)`` without a copy; block ``n`` reads channels
-    ``[n*key_step, n*key_step + ck)`` of ``xk`` (``ck`` from ``wk``), likewise for values. The
-    key features must be centred over each image's positions and ``wk`` scaled by ``log2(e)``.
-    ``wk``/``wv``: :func:`pack_weight` panels; ``out``: float32 ``(B, M)`` with contiguous rows.
-    Large heads are split over class panels across ``torch.get_num_threads()`` OpenMP threads
-    (PyTorch's own, when the extension was built with OpenMP). Returns whether every entry of
-    ``out`` is finite afterwards: an overflowing exponential (a class whose centred key logits
-    exceed ~88) makes one non-finite, as do non-finite features.
+    ``x``: ``(B, L, C)`` with any (positive) strides, so an NCHW map goes in as
+    ``x.view(B, C, L).transpose(1, 2)`` without a copy. Block ``n``'s keys are channels
+    ``[n*key_step, n*key_step + ck)`` (all within the first ``key_channels``), its values
+    ``[value_offset + n*value_step, ... + cv)``. ``wk``/``wv``: the head's weights as contiguous
+    ``(N*M, ck)``/``(N*M, cv)`` matrices (block-major rows, as in the grouped conv); ``bias``:
+    the value bias ``(N*M,)``. Large heads are split over class panels across
+    ``torch.get_num_threads()`` OpenMP threads (PyTorch's own, when the extension was built with
+    OpenMP). ``None`` means an exponential overflowed (a class whose key logits, centred over
+    the positions, exceed ~88) or the features were not finite.
     """
-    heads = wk.shape[0]
-    threads = _threads_for(heads * out.shape[0] * xk.shape[1] * out.shape[1])
-    arrays = [t.detach().numpy() for t in (xk, xv, wk, wv, out)]
-    return _poca.fused_poca(*arrays, heads, key_step, value_step, 0, wk.shape[1], threads)
+    b, length = x.shape[0], x.shape[1]
+    classes = wk.shape[0] // heads
+    out = torch.empty(b, classes)
+    threads = _threads_for(heads * b * length * classes)
+    arrays = [t.detach().numpy() for t in (x, wk, wv, bias, out)]
+    finite = _poca.fused_poca(*arrays, heads, key_channels, value_offset, key_step, value_step, threads, _LOG2E)
+    return out if finite else None

@@ -423,31 +423,15 @@ class NOAHHead(nn.Module):
         classes = m if images > 1 else max(1, min(m, budget // (n * length)))
         return images, classes
 
-    def _packed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The query (times ``log2(e)``) and value weights as :func:`noah.cpu_kernel.pack_weight`
-        panels, cached until a weight changes (in place, e.g. an optimizer step, or replaced)."""
-        key = tuple((w.data_ptr(), w._version, w.dtype) for w in (self.query.weight, self.value.weight))
-        cache = self.__dict__.get("_packed")
-        if cache is None or cache[0] != key:
-            n, m = self.num_heads, self.num_classes
-            with torch.no_grad():
-                packed = (cpu_kernel.pack_weight(self.query.weight, n, m, scale=_LOG2E),
-                          cpu_kernel.pack_weight(self.value.weight, n, m))
-            self.__dict__["_packed"] = cache = (key, packed)
-        return cache[1]
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.pop("_packed", None)  # a cache, rebuilt on demand
-        return state
-
     def _logits_fused(self, x: torch.Tensor) -> torch.Tensor | None:
         """Float32 CPU inference logits ``(B, M)`` by the fused kernel (:mod:`noah.cpu_kernel`).
 
-        The keys come from position-centred features and ``log2(e)``-scaled weights (softmax
-        ignores a per-class shift, so the key bias drops out too); the value bias adds once per
-        block, since the attention sums to one. Returns ``None`` if some logit is not finite (an
-        exponential overflowed, or the features were not finite); the caller then recomputes.
+        The kernel centres the key features over positions (softmax ignores a per-class shift,
+        so the key bias drops out too) and adds the value bias once per block, since the
+        attention sums to one. The weights are read as they are at this call (no packed copy is
+        kept between calls, so even writes through ``.data`` are seen). Returns
+        ``None`` if some logit is not finite (an exponential overflowed, or the features were not
+        finite); the caller then recomputes.
         """
         b, c, h, w = x.shape
         n, m = self.num_heads, self.num_classes
@@ -455,12 +439,12 @@ class NOAHHead(nn.Module):
             x3d = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, L, C) views either way
         else:
             x3d = x.reshape(b, c, h * w).transpose(1, 2)
-        xk, xv = (x3d, x3d) if not self.kv_split else (x3d[..., : self.key_channels], x3d[..., self.key_channels :])
-        xk = xk - xk.mean(dim=1, keepdim=True)
-        wk, wv = self._packed_weights()
-        logits = self.value.bias.detach().view(n, m).sum(dim=0).expand(b, m).contiguous()
-        steps = (wk.shape[2], wv.shape[2]) if self.head_split else (0, 0)
-        return logits if cpu_kernel.fused_logits_(xk, xv, wk, wv, logits, *steps) else None
+        wk = self.query.weight.detach().reshape(n * m, -1).contiguous()
+        wv = self.value.weight.detach().reshape(n * m, -1).contiguous()
+        key_channels, value_offset = (c, 0) if not self.kv_split else (self.key_channels, self.key_channels)
+        steps = (wk.shape[1], wv.shape[1]) if self.head_split else (0, 0)
+        bias = self.value.bias.detach().contiguous()
+        return cpu_kernel.fused_logits(x3d, wk, wv, bias, n, key_channels, value_offset, *steps)
 
     def _logits_chunked(self, x: torch.Tensor) -> torch.Tensor | None:
         """Inference logits ``(B, M)`` without materialising the attention (see module docstring).
@@ -573,7 +557,13 @@ class NOAHHead(nn.Module):
             and x.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled("cpu")
         )
-        if chunkable and x.dtype == torch.float32 and cpu_kernel.fused_available() and not _dispatch_mode_active():
+        fused = (
+            chunkable
+            and x.dtype == self.query.weight.dtype == self.value.weight.dtype == torch.float32
+            and cpu_kernel.fused_available()
+            and not _dispatch_mode_active()
+        )
+        if fused:
             logits = self._logits_fused(x)
             if logits is not None:
                 return logits

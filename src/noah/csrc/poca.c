@@ -3,13 +3,13 @@
  * product and both sums fused, so that no (heads, images, positions, classes) map is ever
  * written to memory.
  *
- * For features X (rows = images * positions, row-major), per POCA block n and class m:
+ * For features X (images x positions x channels, any strides), per POCA block n and class m:
  *
- *     out[img, m] += sum_l 2^K'[l, m] V[l, m] / sum_l 2^K'[l, m]      (l over the image's rows)
+ *     out[img, m] += sum_l 2^K'[l, m] V[l, m] / sum_l 2^K'[l, m]      (l over the image's positions)
  *
- * with K' = Xk_n Wk_n (the caller centres the key features over positions and scales them by
- * log2(e): softmax ignores a per-class shift, so 2^K' is the unnormalised attention, and its
- * largest term is >= 1) and V = Xv_n Wv_n. A 6x16 register tile of keys (6 rows, 16 classes)
+ * with K' = log2(e) Xk_n Wk_n^T (the caller centres the key features over positions: softmax
+ * ignores a per-class shift, so 2^K' is the unnormalised attention, and its largest term is
+ * >= 1) and V = Xv_n Wv_n^T. A 6x16 register tile of keys (6 rows, 16 classes)
  * is computed, exponentiated and parked in L1, the matching tile of values computed next, and
  * both are folded into per-image sums. The matmul loop is a plain broadcast-FMA micro-kernel:
  * with the head's short inner dimension (C/2N channels) it runs close to the FMA units' peak,
@@ -58,8 +58,10 @@ AVX2 static inline __m256 exp2_clamped(__m256 t) {
 /* ---- the fused head ------------------------------------------------------------------------
  * Features are read in place through strides: element (image b, position l, channel k) of a
  * feature array is at base[b*img + l*row + k*col] -- NCHW has row = 1, col = L; channels-last
- * has row = C, col = 1. Weights come packed as (heads, panels, c, 16): 16 classes per panel,
- * zero-padded past the last class. */
+ * has row = C, col = 1. Weights are read as the head's grouped 1x1 conv weight, (heads*M, c)
+ * row-major, and packed panel by panel (16 classes, c x 16, zero-padded past the last class)
+ * into a small per-thread buffer right before use: no packed copy outlives the call, so a
+ * weight changed in any way (even through ``.data``) is always seen. */
 
 typedef struct {
     const float *base;
@@ -68,9 +70,11 @@ typedef struct {
 
 typedef struct {
     Features xk, xv;
-    const float *wk, *wv;
+    const float *wk, *wv; /* (heads * classes, ck) and (heads * classes, cv), row-major */
     float *out;
-    Py_ssize_t out_stride, images, length, classes, panels, heads, ck, cv, k_step, v_step;
+    float *scratch; /* per thread: (ck + cv) * 16 floats, 32-byte aligned */
+    Py_ssize_t out_stride, images, length, classes, panels, heads, ck, cv, k_step, v_step, scratch_stride;
+    float key_scale;
 } FusedJob;
 
 #define ZERO2(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
@@ -134,15 +138,68 @@ AVX2 static inline void gemm_1x16(const float *a, Py_ssize_t col, const float *w
     *hi = _mm256_add_ps(c1, d1);
 }
 
-/* Head n, panels [p0, p1), images [b0, b1). */
-AVX2 static void fused_block(const FusedJob *job, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t b0, Py_ssize_t b1) {
+/* Transpose the 8x8 block r (rows i, columns k) and store its columns 16 floats apart. */
+AVX2 static inline void store_transposed_8x8(__m256 r0, __m256 r1, __m256 r2, __m256 r3, __m256 r4, __m256 r5,
+                                             __m256 r6, __m256 r7, float *d) {
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_store_ps(d + 0 * NOAH_NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_store_ps(d + 1 * NOAH_NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_store_ps(d + 2 * NOAH_NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_store_ps(d + 3 * NOAH_NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_store_ps(d + 4 * NOAH_NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_store_ps(d + 5 * NOAH_NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_store_ps(d + 6 * NOAH_NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_store_ps(d + 7 * NOAH_NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* dst[k][j] = scale * w[j][k] for j < width (rows of w `c` floats apart), 0 for width <= j < 16:
+ * one 16-class panel, transposed by 8x8 blocks in registers. */
+AVX2 static void pack_panel(const float *w, Py_ssize_t width, Py_ssize_t c, float scale, float *dst) {
+    const __m256 s = _mm256_set1_ps(scale);
+    const Py_ssize_t c8 = c - c % 8;
+    if (width == NOAH_NR) {
+        for (Py_ssize_t j0 = 0; j0 < NOAH_NR; j0 += 8) {
+            const float *r = w + j0 * c;
+            for (Py_ssize_t k = 0; k < c8; k += 8) {
+#define ROW(i) _mm256_mul_ps(_mm256_loadu_ps(r + (i) * c + k), s)
+                store_transposed_8x8(ROW(0), ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6), ROW(7), dst + k * NOAH_NR + j0);
+#undef ROW
+            }
+        }
+    } else {
+        _Alignas(32) float rows[8][8];
+        for (Py_ssize_t j0 = 0; j0 < NOAH_NR; j0 += 8) {
+            for (Py_ssize_t k = 0; k < c8; k += 8) {
+                for (int i = 0; i < 8; i++)
+                    for (int q = 0; q < 8; q++) rows[i][q] = j0 + i < width ? scale * w[(j0 + i) * c + k + q] : 0.0f;
+#define ROW(i) _mm256_load_ps(rows[i])
+                store_transposed_8x8(ROW(0), ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6), ROW(7), dst + k * NOAH_NR + j0);
+#undef ROW
+            }
+        }
+    }
+    for (Py_ssize_t k = c8; k < c; k++)
+        for (Py_ssize_t j = 0; j < NOAH_NR; j++) dst[k * NOAH_NR + j] = j < width ? scale * w[j * c + k] : 0.0f;
+}
+
+/* Head n, panels [p0, p1), images [b0, b1); `wk`/`wv`: this thread's panel buffers. */
+AVX2 static void fused_block(const FusedJob *job, Py_ssize_t n, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t b0, Py_ssize_t b1,
+                             float *wk, float *wv) {
     _Alignas(32) float e[NOAH_MR * NOAH_NR];
     _Alignas(32) float pooled[NOAH_NR];
     const Features *fk = &job->xk, *fv = &job->xv;
     for (Py_ssize_t p = p0; p < p1; p++) {
-        const float *wk = job->wk + (n * job->panels + p) * job->ck * NOAH_NR;
-        const float *wv = job->wv + (n * job->panels + p) * job->cv * NOAH_NR;
         const Py_ssize_t m0 = p * NOAH_NR, width = job->classes - m0 < NOAH_NR ? job->classes - m0 : NOAH_NR;
+        const Py_ssize_t row0 = n * job->classes + m0;
+        pack_panel(job->wk + row0 * job->ck, width, job->ck, job->key_scale, wk);
+        pack_panel(job->wv + row0 * job->cv, width, job->cv, 1.0f, wv);
         for (Py_ssize_t b = b0; b < b1; b++) {
             const float *ak = fk->base + b * fk->img + n * job->k_step * fk->col;
             const float *av = fv->base + b * fv->img + n * job->v_step * fv->col;
@@ -171,14 +228,16 @@ AVX2 static void fused_block(const FusedJob *job, Py_ssize_t n, Py_ssize_t p0, P
     }
 }
 
-/* All heads, panels [p0, p1): images in blocks whose key and value features (about 64 Ki
- * floats per block) stay in L2 while every weight panel streams past them. */
-AVX2 static void fused_panel_range(const FusedJob *job, Py_ssize_t p0, Py_ssize_t p1) {
+/* All heads, panels [p0, p1), on thread `t`: images in blocks whose key and value features
+ * (about 64 Ki floats per block) stay in L2 while the weight panels stream past them, so each
+ * panel is packed once per block. */
+AVX2 static void fused_panel_range(const FusedJob *job, Py_ssize_t p0, Py_ssize_t p1, int t) {
+    float *wk = job->scratch + t * job->scratch_stride, *wv = wk + job->ck * NOAH_NR;
     Py_ssize_t block = (1 << 16) / (job->length * (job->ck + job->cv));
     if (block < 1) block = 1;
     for (Py_ssize_t b0 = 0; b0 < job->images; b0 += block) {
         Py_ssize_t b1 = b0 + block < job->images ? b0 + block : job->images;
-        for (Py_ssize_t n = 0; n < job->heads; n++) fused_block(job, n, p0, p1, b0, b1);
+        for (Py_ssize_t n = 0; n < job->heads; n++) fused_block(job, n, p0, p1, b0, b1, wk, wv);
     }
 }
 
@@ -190,7 +249,31 @@ AVX2 static void fused_all(const FusedJob *job, Py_ssize_t p0, Py_ssize_t p1, in
 #pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
 #endif
     for (int t = 0; t < threads; t++) {
-        fused_panel_range(job, p0 + (p1 - p0) * t / threads, p0 + (p1 - p0) * (t + 1) / threads);
+        fused_panel_range(job, p0 + (p1 - p0) * t / threads, p0 + (p1 - p0) * (t + 1) / threads, t);
+    }
+}
+
+/* Key features of every image, centred over positions, into `dst` laid out [image][channel]
+ * [position]: softmax ignores a per-class shift, so subtracting any per-(image, channel)
+ * constant leaves the result exact; the mean keeps the exponents in range. And out = the sum
+ * over blocks of the value bias (the attention sums to one, so each block adds its bias once). */
+static void prepare(const Features *x, Py_ssize_t images, Py_ssize_t length, Py_ssize_t key_channels, float *dst,
+                    const float *bias, Py_ssize_t heads, Py_ssize_t classes, float *out, Py_ssize_t out_stride, int threads) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (Py_ssize_t b = 0; b < images; b++) {
+        for (Py_ssize_t k = 0; k < key_channels; k++) {
+            const float *src = x->base + b * x->img + k * x->col;
+            float *d = dst + (b * key_channels + k) * length, mean = 0.0f;
+            for (Py_ssize_t l = 0; l < length; l++) mean += src[l * x->row];
+            mean /= (float)length;
+            for (Py_ssize_t l = 0; l < length; l++) d[l] = src[l * x->row] - mean;
+        }
+        float *o = out + b * out_stride;
+        for (Py_ssize_t m = 0; m < classes; m++) o[m] = 0.0f;
+        for (Py_ssize_t n = 0; n < heads; n++)
+            for (Py_ssize_t m = 0; m < classes; m++) o[m] += bias[n * classes + m];
     }
 }
 
@@ -242,12 +325,13 @@ static int float_strides(const Py_buffer *view, int ndim, const char *name, Py_s
 
 static PyObject *fused_poca(PyObject *self, PyObject *args) {
     PyObject *objs[5];
-    Py_ssize_t heads, k_step, v_step, p0, p1;
+    Py_ssize_t heads, key_channels, value_offset, k_step, v_step;
     int threads;
-    if (!PyArg_ParseTuple(args, "OOOOOnnnnni", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
-                          &heads, &k_step, &v_step, &p0, &p1, &threads))
+    float key_scale;
+    if (!PyArg_ParseTuple(args, "OOOOOnnnnnif", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &heads,
+                          &key_channels, &value_offset, &k_step, &v_step, &threads, &key_scale))
         return NULL;
-    static const char *names[5] = {"xk", "xv", "wk", "wv", "out"};
+    static const char *names[5] = {"x", "wk", "wv", "bias", "out"};
     Py_buffer views[5];
     for (int i = 0; i < 5; i++) {
         if (get_float_buffer(objs[i], &views[i], i == 4, names[i]) < 0) {
@@ -256,38 +340,53 @@ static PyObject *fused_poca(PyObject *self, PyObject *args) {
         }
     }
     PyObject *result = NULL;
-    Py_buffer *xk = &views[0], *xv = &views[1], *wk = &views[2], *wv = &views[3], *out = &views[4];
-    Py_ssize_t sk[3], sv[3], so[2];
+    Py_buffer *x = &views[0], *wk = &views[1], *wv = &views[2], *bias = &views[3], *out = &views[4];
+    Py_ssize_t sx[3], so[2];
     if (!use_avx2) {
         PyErr_SetString(PyExc_RuntimeError, "fused_poca needs an x86-64 CPU with AVX2 and FMA");
-    } else if (float_strides(xk, 3, "xk", sk) < 0 || float_strides(xv, 3, "xv", sv) < 0 || float_strides(out, 2, "out", so) < 0) {
+    } else if (float_strides(x, 3, "x", sx) < 0 || float_strides(out, 2, "out", so) < 0) {
     } else if (so[1] != 1) {
         PyErr_SetString(PyExc_ValueError, "out must have contiguous rows");
-    } else if (wk->ndim != 4 || wv->ndim != 4 || !PyBuffer_IsContiguous(wk, 'C') || !PyBuffer_IsContiguous(wv, 'C')
-               || wk->shape[3] != NOAH_NR || wv->shape[3] != NOAH_NR || ((uintptr_t)wk->buf | (uintptr_t)wv->buf) % 32 != 0) {
-        PyErr_SetString(PyExc_ValueError, "packed weights must be C-contiguous (heads, panels, c, 16) and 32-byte aligned");
+    } else if (wk->ndim != 2 || wv->ndim != 2 || bias->ndim != 1 || !PyBuffer_IsContiguous(wk, 'C')
+               || !PyBuffer_IsContiguous(wv, 'C') || !PyBuffer_IsContiguous(bias, 'C')) {
+        PyErr_SetString(PyExc_ValueError, "wk, wv must be C-contiguous (heads * classes, channels), bias (heads * classes,)");
     } else {
 #ifdef NOAH_HAVE_AVX2
+        const Py_ssize_t images = x->shape[0], length = x->shape[1], channels = x->shape[2], classes = out->shape[1];
+        const Features raw = {x->buf, sx[0], sx[1], sx[2]};
         FusedJob job = {
-            {xk->buf, sk[0], sk[1], sk[2]}, {xv->buf, sv[0], sv[1], sv[2]}, wk->buf, wv->buf, out->buf, so[0],
-            out->shape[0], xk->shape[1], out->shape[1], wk->shape[1], heads, wk->shape[2], wv->shape[2], k_step, v_step};
-        if (heads <= 0 || wk->shape[0] != heads || wv->shape[0] != heads || wv->shape[1] != job.panels
-            || job.panels != (job.classes + NOAH_NR - 1) / NOAH_NR || job.length <= 0 || job.ck <= 0 || job.cv <= 0
-            || xk->shape[0] != job.images || xv->shape[0] != job.images || xv->shape[1] != job.length
-            || k_step < 0 || v_step < 0 || (heads - 1) * k_step + job.ck > xk->shape[2]
-            || (heads - 1) * v_step + job.cv > xv->shape[2] || p0 < 0 || p0 > p1 || p1 > job.panels
+            {NULL, key_channels * length, 1, length}, {raw.base + value_offset * raw.col, raw.img, raw.row, raw.col},
+            wk->buf, wv->buf, out->buf, NULL, so[0], images, length, classes, (classes + NOAH_NR - 1) / NOAH_NR, heads,
+            wk->shape[1], wv->shape[1], k_step, v_step, (wk->shape[1] + wv->shape[1]) * NOAH_NR, key_scale};
+        if (heads <= 0 || classes <= 0 || wk->shape[0] != heads * classes || wv->shape[0] != heads * classes
+            || bias->shape[0] != heads * classes || out->shape[0] != images || length <= 0 || job.ck <= 0 || job.cv <= 0
+            || k_step < 0 || v_step < 0 || key_channels > channels || value_offset < 0
+            || (heads - 1) * k_step + job.ck > key_channels || value_offset + (heads - 1) * v_step + job.cv > channels
             || threads < 1) {
             PyErr_SetString(PyExc_ValueError, "fused_poca: inconsistent shapes");
         } else {
-            int finite = 1;
-            Py_BEGIN_ALLOW_THREADS
-            fused_all(&job, p0, p1, threads);
-            for (Py_ssize_t b = 0; b < job.images; b++) {
-                const float *o = job.out + b * job.out_stride;
-                for (Py_ssize_t m = p0 * NOAH_NR; m < job.classes && m < p1 * NOAH_NR; m++) finite &= isfinite(o[m]) != 0;
+            /* centred keys, then per-thread panel buffers (32-byte aligned: both sizes are
+             * multiples of 8 floats after rounding the first) */
+            Py_ssize_t keys = (images * key_channels * length + 7) / 8 * 8;
+            char *raw_mem = PyMem_RawMalloc((keys + threads * job.scratch_stride) * sizeof(float) + 32);
+            if (raw_mem == NULL) {
+                PyErr_NoMemory();
+            } else {
+                float *aligned = (float *)(raw_mem + (32 - (uintptr_t)raw_mem % 32) % 32);
+                job.xk.base = aligned;
+                job.scratch = aligned + keys;
+                int finite = 1;
+                Py_BEGIN_ALLOW_THREADS
+                prepare(&raw, images, length, key_channels, aligned, bias->buf, heads, classes, job.out, job.out_stride, threads);
+                fused_all(&job, 0, job.panels, threads);
+                for (Py_ssize_t b = 0; b < images; b++) {
+                    const float *o = job.out + b * job.out_stride;
+                    for (Py_ssize_t m = 0; m < classes; m++) finite &= isfinite(o[m]) != 0;
+                }
+                Py_END_ALLOW_THREADS
+                PyMem_RawFree(raw_mem);
+                result = Py_NewRef(finite ? Py_True : Py_False);
             }
-            Py_END_ALLOW_THREADS
-            result = Py_NewRef(finite ? Py_True : Py_False);
         }
 #endif
     }
@@ -297,13 +396,15 @@ static PyObject *fused_poca(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"fused_poca", fused_poca, METH_VARARGS,
-     "fused_poca(xk, xv, wk, wv, out, heads, k_step, v_step, p0, p1, threads)\n\n"
-     "Adds sum_n sum_l 2^K' V / sum_l 2^K' to out (images, classes) for class panels [p0, p1);\n"
-     "returns whether all of those entries of out are finite.\n"
-     "K' = xk[b, :, n*k_step : n*k_step+ck] @ wk[n], V = xv[b, :, n*v_step : n*v_step+cv] @ wv[n];\n"
-     "xk/xv: (images, length, channels) float32 arrays with any positive strides; wk/wv:\n"
-     "packed (heads, panels, c, 16), C-contiguous and 32-byte aligned; threads: OpenMP threads\n"
-     "over the class panels (1 where built without OpenMP). AVX2+FMA only."},
+     "fused_poca(x, wk, wv, bias, out, heads, key_channels, value_offset, k_step, v_step, threads, key_scale)\n\n"
+     "NOAH logits: out[b, m] = sum_n (bias[n*M + m] + sum_l A[l] V[l]), A[l] proportional to\n"
+     "2^(key_scale * K[l]) (key_scale = log2(e): A = softmax_l(K)), K = x[b, :, n*k_step : n*k_step+ck]\n"
+     "@ wk[n*M : (n+1)*M].T, V = x[b, :, value_offset + n*v_step : ... + cv] @ wv[n*M : (n+1)*M].T.\n"
+     "x: (images, length,\n"
+     "channels) float32, any positive strides, keys within its first key_channels channels; wk/wv:\n"
+     "C-contiguous (heads*M, ck) / (heads*M, cv); bias: (heads*M,); out: (images, M), contiguous\n"
+     "rows, overwritten. threads: OpenMP threads (1 where built without OpenMP). Returns whether\n"
+     "every logit is finite. AVX2+FMA only."},
     {NULL, NULL, 0, NULL},
 };
 
