@@ -285,3 +285,17 @@ def test_onnx_export_matches_pytorch(tmp_path):
     (got,) = session.run(None, {"x": x.numpy()})
     with torch.no_grad():
         assert_close(torch.from_numpy(got), heads["plain"].eval()(x), 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("impl", ["fast", "plain", "lean"])
+def test_empty_batch(impl, dtype):
+    """A batch of zero images gives (0, M) logits on every path, and backward runs."""
+    head = NOAHHead(16, 5, 2, dropout=0.1, impl=impl).to(dtype)
+    x = torch.randn(0, 16, 3, 3, dtype=dtype)
+    with torch.no_grad():
+        assert head.eval()(x).shape == (0, 5)
+        assert head(x, return_maps=True).attention.shape == (0, 2, 5, 3, 3)
+    logits = head.train()(x.requires_grad_())
+    logits.sum().backward()
+    assert logits.shape == (0, 5) and x.grad.shape == x.shape

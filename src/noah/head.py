@@ -364,11 +364,11 @@ class NOAHHead(nn.Module):
 
         Returns logits ``(B, M)`` and attention/value maps ``(B, N, M, L)``.
         """
-        b = x.shape[0]
+        b, length = x.shape[0], x.shape[2] * x.shape[3]
         n, m = self.num_heads, self.num_classes
         x_key, x_value = self._inputs(x)
-        keys = self.query(x_key).reshape(b, n, m, -1)
-        values = self.dropout(self.value(x_value).reshape(b, n, m, -1))
+        keys = self.query(x_key).reshape(b, n, m, length)
+        values = self.dropout(self.value(x_value).reshape(b, n, m, length))
         attention = keys.softmax(dim=-1)
         logits = (attention * values).sum(dim=(1, 3))
         return logits, attention, values
@@ -542,7 +542,7 @@ class NOAHHead(nn.Module):
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Pick the fastest exact path for logits only (``impl`` is ``"fast"`` or ``"lean"``)."""
-        if _graph_mode():
+        if _graph_mode() or x.shape[0] == 0:  # one traceable graph; an empty batch needs no chunks
             return self._logits_and_maps_fast(x)[0]
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in (self.query.weight, self.value.weight))
