@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from typing import Iterator
+
 import torch
 
 try:
@@ -21,14 +22,14 @@ except ImportError:  # not built: the PyTorch path takes over
 
 __all__ = ["fused_available", "fused_status", "kernel_disabled", "fused_logits"]
 
-_LOG2E = 1.4426950408889634
+_LOG2E = 1.4426950408889634  # the kernel exponentiates base 2: keys are scaled by log2(e)
 #: below this many map elements (N*B*L*M) one thread does the whole head
 _PARALLEL_MIN = 1 << 16
 _disabled_depth = 0  # > 0 inside kernel_disabled()
 
 
 def fused_available() -> bool:
-    """True when :func:`fused_logits_` is built, runs on this CPU and is not disabled."""
+    """True when :func:`fused_logits` is built, runs on this CPU and is not disabled."""
     return (
         _poca is not None
         and bool(_poca.vectorized)
