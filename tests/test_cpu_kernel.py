@@ -101,9 +101,11 @@ def test_fused_matches_plain(spy, shape, head_split, kv_split):
         assert_matches(fast(x.contiguous(memory_format=torch.channels_last)), expected)
         wide = torch.randn(3, c, h, 2 * w)
         assert_matches(fast(wide[..., ::2]), plain(wide[..., ::2]))  # a strided view
+        same = x[:1, :, :1, :1].expand(3, c, h, w)  # zero strides
+        assert_matches(fast(same), plain(same))
     with torch.inference_mode():
         assert_matches(fast(x), expected)
-    assert len(spy) == 5
+    assert len(spy) == 6
 
 
 @needs_kernel

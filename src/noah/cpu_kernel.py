@@ -77,7 +77,7 @@ def fused_logits(
 ) -> torch.Tensor | None:
     """NOAH logits ``(B, M)`` of float32 CPU features, or ``None`` if one is not finite.
 
-    ``x``: ``(B, L, C)`` with any (positive) strides, so an NCHW map goes in as
+    ``x``: ``(B, L, C)`` with any (non-negative) strides, so an NCHW map goes in as
     ``x.view(B, C, L).transpose(1, 2)`` without a copy. Block ``n``'s keys are channels
     ``[n*key_step, n*key_step + ck)`` (all within the first ``key_channels``), its values
     ``[value_offset + n*value_step, ... + cv)``. ``wk``/``wv``: the head's weights as contiguous

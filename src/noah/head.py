@@ -44,6 +44,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils import _python_dispatch
 
 from noah import cpu_kernel
 from noah.errors import ConfigError, ShapeError
@@ -112,8 +113,6 @@ def _graph_mode() -> bool:
 def _dispatch_mode_active() -> bool:
     """True under a TorchDispatchMode (FlopCounterMode, FakeTensorMode, ...): such a mode has to
     see every op, which the compiled kernel would hide from it."""
-    from torch.utils import _python_dispatch
-
     return bool(getattr(_python_dispatch, "is_in_torch_dispatch_mode", lambda: False)())
 
 
@@ -429,9 +428,9 @@ class NOAHHead(nn.Module):
         The kernel centres the key features over positions (softmax ignores a per-class shift,
         so the key bias drops out too) and adds the value bias once per block, since the
         attention sums to one. The weights are read as they are at this call (no packed copy is
-        kept between calls, so even writes through ``.data`` are seen). Returns
-        ``None`` if some logit is not finite (an exponential overflowed, or the features were not
-        finite); the caller then recomputes.
+        kept between calls, so even writes through ``.data`` are seen). Returns ``None`` if some
+        logit is not finite (an exponential overflowed, or the features were not finite); the
+        caller then recomputes.
         """
         b, c, h, w = x.shape
         n, m = self.num_heads, self.num_classes

@@ -306,16 +306,16 @@ static void release_all(Py_buffer *views, int count) {
     for (int i = 0; i < count; i++) PyBuffer_Release(&views[i]);
 }
 
-/* Strides of a float32 array in floats; -1 (with an exception set) unless all are positive
- * multiples of the item size. */
+/* Strides of a float32 array in floats; -1 (with an exception set) unless all are non-negative
+ * multiples of the item size (0 is fine: an expanded tensor is only read). */
 static int float_strides(const Py_buffer *view, int ndim, const char *name, Py_ssize_t *out) {
     if (view->ndim != ndim) {
         PyErr_Format(PyExc_ValueError, "%s must be %d-dimensional, got %d dimensions", name, ndim, view->ndim);
         return -1;
     }
     for (int i = 0; i < ndim; i++) {
-        if (view->strides[i] % 4 != 0 || (view->strides[i] <= 0 && view->shape[i] > 1)) {
-            PyErr_Format(PyExc_ValueError, "%s must have positive strides", name);
+        if (view->strides[i] % 4 != 0 || view->strides[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "%s must have non-negative strides that are whole elements", name);
             return -1;
         }
         out[i] = view->strides[i] / 4;
