@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from noah import DataError
+from noah import ConfigError, DataError
 from noah.data import BUILTIN_DATASETS, create_dataset, resolve_dataset
 
 
@@ -69,7 +69,7 @@ def test_explicit_task_wins_and_wrong_task_is_an_error(tmp_path):
         resolve_dataset(make_coco(tmp_path / "coco"), task="multiclass")
     with pytest.raises(DataError, match="no COCO annotations for both splits"):
         resolve_dataset(make_image_folder(tmp_path / "imgs"), task="multilabel")
-    with pytest.raises(DataError, match="unknown task 'detection'"):
+    with pytest.raises(ConfigError, match="unknown task 'detection'"):
         resolve_dataset(tmp_path, task="detection")
 
 
@@ -151,3 +151,9 @@ def test_json_that_is_not_json(tmp_path):
     (root / "annotations" / "instances_train2014.json").write_text("{not json")
     with pytest.raises(DataError, match="cannot read .*instances_train2014.json as JSON"):
         resolve_dataset(root)
+
+
+def test_bad_on_bad_image_value_is_a_config_error(tmp_path):
+    info = resolve_dataset(make_image_folder(tmp_path / "imgs"))
+    with pytest.raises(ConfigError, match="on_bad_image must be 'error' or 'skip', got 'ignore'"):
+        create_dataset(info, "train", on_bad_image="ignore")

@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from noah.errors import DataError
+from noah.errors import ConfigError, DataError
 
 __all__ = ["ImageFileDataset", "image_folder_samples", "coco_samples", "read_coco_categories", "read_image"]
 
@@ -117,7 +117,7 @@ class ImageFileDataset(Dataset):
         on_bad_image: str = "error",
     ) -> None:
         if on_bad_image not in ("error", "skip"):
-            raise DataError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+            raise ConfigError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
         self.samples = samples
         self.classes = classes
         self.transform = transform

@@ -15,7 +15,7 @@ from noah.data.digits import (
     CLASS_NAMES, DEFAULT_IMAGE_SIZE, DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, GENERATOR_VERSION, generate_digit_scenes,
 )
 from noah.data.folders import ImageFileDataset, coco_samples, image_folder_samples, read_coco_categories
-from noah.errors import DataError
+from noah.errors import ConfigError, DataError
 
 __all__ = ["BUILTIN_DATASETS", "DatasetInfo", "resolve_dataset", "create_dataset", "default_cache_dir"]
 
@@ -108,7 +108,7 @@ def resolve_dataset(
     ``num_train``/``num_val``/``image_size`` size the built-in scenes only.
     """
     if task is not None and task not in TASKS:
-        raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     name = "digits" if data is None else os.fspath(data)
     if name in BUILTIN_DATASETS:
         size = image_size or DEFAULT_IMAGE_SIZE
