@@ -63,6 +63,19 @@ def test_mobilenetv3_conv_head_is_applied_per_position():
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5)
 
 
+def test_hidden_mlp_head_is_applied_per_position():
+    """timm's NormMlpClassifierHead with a hidden layer runs it as a 1x1 conv when not pooling."""
+    model = noah.create_model("convnext_atto", num_classes=5, num_heads=4, head_hidden_size=64).eval()
+    assert model.num_features == model.head.in_channels == 64
+    x = torch.randn(2, 3, 64, 64)
+    features = model.forward_features(x)
+    assert features.shape == (2, 64, 2, 2)
+    hidden = model.backbone.head.pre_logits
+    raw = model.backbone.forward_features(x)
+    torch.testing.assert_close(features, hidden(model.backbone.head.norm(raw)))
+    assert model(x).shape == (2, 5)
+
+
 def test_noah_and_gap_share_the_backbone_exactly():
     noah_model = noah.create_model("test_resnet", num_classes=4, head="noah", num_heads=2)
     gap_model = noah.create_model("test_resnet", num_classes=4, head="gap")
