@@ -101,8 +101,27 @@ def test_bad_images_fail_with_their_path_or_are_skipped_and_counted(tmp_path):
         strict[1]
     lenient = create_dataset(info, "train", on_bad_image="skip")
     items = [lenient[i] for i in range(len(lenient))]
-    assert lenient.skipped == 1 and len(items) == 4
+    assert lenient.skipped == 1 and len(items) == 4 and lenient.bad_paths == [str(bad)]
     assert items[1][1] == 1  # the next readable sample stands in
+    items = [lenient[i] for i in range(len(lenient))]  # a second epoch counts the image once
+    assert lenient.skipped == 1
+
+
+def _as_list(batch):
+    return batch
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_skipped_images_are_counted_across_loader_workers(tmp_path, start_method):
+    """Workers are other processes: the count lives in shared memory, not in their copies."""
+    root = make_image_folder(tmp_path / "d")
+    bad = root / "train" / "cat" / "1.png"
+    bad.write_bytes(b"\x89PNG not really")
+    dataset = create_dataset(resolve_dataset(root), "train", on_bad_image="skip")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2, collate_fn=_as_list,
+                                         multiprocessing_context=start_method)
+    assert len(list(loader)) == 4
+    assert dataset.skipped == 1 and dataset.bad_paths == [str(bad)]
 
 
 @pytest.mark.parametrize(

@@ -105,8 +105,10 @@ class ImageFileDataset(Dataset):
     """``(transform(RGB image), target)`` over a list of ``(path, target)`` samples.
 
     ``on_bad_image="error"`` raises :class:`DataError` naming the path of an unreadable image;
-    ``"skip"`` counts it in ``skipped`` and returns the next readable sample instead (so epoch
-    length stays fixed and every rank sees the same number of batches).
+    ``"skip"`` returns the next readable sample instead (so epoch length stays fixed and every
+    rank sees the same number of batches) and flags the bad one in ``unreadable``, a
+    shared-memory ``(len,)`` uint8 tensor, so that flags set in DataLoader worker processes
+    reach the parent; ``skipped`` and ``bad_paths`` read it.
     """
 
     def __init__(
@@ -122,23 +124,31 @@ class ImageFileDataset(Dataset):
         self.classes = classes
         self.transform = transform
         self.on_bad_image = on_bad_image
-        self.skipped = 0
-        self.bad_paths: set[str] = set()
+        self.unreadable = torch.zeros(len(samples), dtype=torch.uint8).share_memory_()
+
+    @property
+    def skipped(self) -> int:
+        """How many distinct samples were found unreadable so far (in any worker process)."""
+        return int(self.unreadable.sum())
+
+    @property
+    def bad_paths(self) -> list[str]:
+        """Paths of the samples found unreadable so far, in sample order."""
+        return [self.samples[i][0] for i in self.unreadable.nonzero().flatten().tolist()]
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         for offset in range(len(self.samples)):
-            path, target = self.samples[(index + offset) % len(self.samples)]
+            position = (index + offset) % len(self.samples)
+            path, target = self.samples[position]
             try:
                 image = read_image(path)
             except DataError:
                 if self.on_bad_image == "error":
                     raise
-                if path not in self.bad_paths:
-                    self.bad_paths.add(path)
-                    self.skipped += 1
+                self.unreadable[position] = 1
                 continue
             if self.transform is not None:
                 image = self.transform(image)

@@ -17,7 +17,10 @@ from torch.utils.data import Sampler
 
 from noah.errors import ConfigError
 
-__all__ = ["DistEnv", "init_distributed", "cleanup_distributed", "resolve_device", "ShardSampler", "all_reduce_sum"]
+__all__ = [
+    "DistEnv", "init_distributed", "cleanup_distributed", "resolve_device", "ShardSampler", "all_reduce_sum",
+    "all_reduce_max",
+]
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,15 @@ def all_reduce_sum(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item())
+
+
+def all_reduce_max(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Element-wise maximum of ``t`` over all ranks, as a new CPU int64 tensor (a copy of ``t``
+    when not distributed)."""
+    result = t.to(device=device, dtype=torch.int64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(result, op=dist.ReduceOp.MAX)
+    return result.cpu()
 
 
 class ShardSampler(Sampler[int]):

@@ -43,7 +43,9 @@ from noah.engine.builders import (
     resolve_data_cfg,
 )
 from noah.engine.checkpoint import atomic_save, load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
-from noah.engine.distributed import DistEnv, ShardSampler, all_reduce_sum, cleanup_distributed, init_distributed
+from noah.engine.distributed import (
+    DistEnv, ShardSampler, all_reduce_max, all_reduce_sum, cleanup_distributed, init_distributed,
+)
 from noah.engine.evaluate import evaluate, format_metrics
 from noah.engine.recipes import RECIPE_HELP, RECIPES, resolve_config
 from noah.errors import CheckpointError, ConfigError, DataError, NoahError
@@ -423,6 +425,14 @@ def train(config: dict[str, Any], output: str | None = None, resume: str | None 
         cleanup_distributed()
 
 
+def _count_unreadable(dataset: Any, env: DistEnv) -> int:
+    """Distinct unreadable images of ``dataset`` seen by any rank (or its loader workers)."""
+    flags = getattr(dataset, "unreadable", None)
+    if flags is None:
+        return 0
+    return int(all_reduce_max(flags, env.device).sum())
+
+
 def _train(config: dict[str, Any], env: DistEnv, output: str | None, resume: str | None, quiet: bool) -> dict[str, Any]:
     from noah.data import create_dataset, resolve_dataset
 
@@ -582,7 +592,7 @@ def _train(config: dict[str, Any], env: DistEnv, output: str | None, resume: str
         "data": info.name, "num_classes": info.num_classes, "epochs": config["epochs"],
         "metrics": val_metrics, "best": {"epoch": best_epoch, key: best_metric},
         "train_images": len(train_set), "val_images": len(val_set),
-        "skipped_images": int(getattr(train_set, "skipped", 0) or 0) + int(getattr(val_set, "skipped", 0) or 0),
+        "skipped_images": _count_unreadable(train_set, env) + _count_unreadable(val_set, env),
         "world_size": env.world_size, "wall_time_s": round(time.perf_counter() - t0, 1), "output": output,
     }
     if ema_metrics is not None:
