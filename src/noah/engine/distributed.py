@@ -8,8 +8,9 @@ plain ``noah train`` runs as a single process with the same code.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -19,8 +20,10 @@ from noah.errors import ConfigError
 
 __all__ = [
     "DistEnv", "init_distributed", "cleanup_distributed", "resolve_device", "ShardSampler", "all_reduce_sum",
-    "all_reduce_max",
+    "all_reduce_max", "main_rank_first",
 ]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,34 @@ def all_reduce_max(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(result, op=dist.ReduceOp.MAX)
     return result.cpu()
+
+
+def main_rank_first(fn: Callable[[], T], env: DistEnv) -> T:
+    """``fn()`` on rank 0 first, then on the other ranks (e.g. generating cached data once).
+
+    If it raises on rank 0, every rank raises that error (the others do not call ``fn``), so no
+    rank is left waiting for one that has already given up.
+    """
+    if not env.distributed:
+        return fn()
+    outcome: list = [None]
+    if env.rank == 0:
+        try:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001 -- handed to the other ranks, then re-raised
+            try:
+                pickle.dumps(exc)
+                outcome[0] = exc
+            except Exception:  # noqa: BLE001
+                outcome[0] = RuntimeError(f"{type(exc).__name__}: {exc}")
+            dist.broadcast_object_list(outcome, src=0)
+            raise
+        dist.broadcast_object_list(outcome, src=0)
+        return result
+    dist.broadcast_object_list(outcome, src=0)
+    if outcome[0] is not None:
+        raise outcome[0]
+    return fn()
 
 
 class ShardSampler(Sampler[int]):

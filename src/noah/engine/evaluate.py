@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from noah.engine.builders import batches
-from noah.engine.distributed import ShardSampler, cleanup_distributed, init_distributed
+from noah.engine.distributed import ShardSampler, cleanup_distributed, init_distributed, main_rank_first
 from noah.metrics import ClassificationMetrics
 
 __all__ = ["add_arguments", "run", "evaluate", "format_metrics"]
@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
         data = args.data or config["data"]
         from noah.engine.train import builtin_data_kwargs
 
-        info = resolve_dataset(data, task=args.task or run_info.task,
-                               **(builtin_data_kwargs(config) if args.data is None else {}))
+        data_kwargs = builtin_data_kwargs(config) if args.data is None else {}
+        info = main_rank_first(lambda: resolve_dataset(data, task=args.task or run_info.task, **data_kwargs), env)
         if info.num_classes != run_info.num_classes:
             raise DataError(f"{data} has {info.num_classes} classes but the model was trained on {run_info.num_classes}")
         transform = build_transform(config, resolve_data_cfg(config, model), training=False)

@@ -44,7 +44,7 @@ from noah.engine.builders import (
 )
 from noah.engine.checkpoint import atomic_save, load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from noah.engine.distributed import (
-    DistEnv, ShardSampler, all_reduce_max, all_reduce_sum, cleanup_distributed, init_distributed,
+    DistEnv, ShardSampler, all_reduce_max, all_reduce_sum, cleanup_distributed, init_distributed, main_rank_first,
 )
 from noah.engine.evaluate import evaluate, format_metrics
 from noah.engine.recipes import RECIPE_HELP, RECIPES, resolve_config
@@ -445,11 +445,9 @@ def _train(config: dict[str, Any], env: DistEnv, output: str | None, resume: str
     seed_everything(epoch_seed(config["seed"], -1, env.rank))
 
     # ---- data
-    if env.distributed and env.rank != 0:
-        dist.barrier()  # let rank 0 generate built-in data first
-    info = resolve_dataset(config["data"], task=config["task"], **builtin_data_kwargs(config))
-    if env.distributed and env.rank == 0:
-        dist.barrier()
+    # rank 0 generates built-in data first; if it cannot, every rank stops with its error
+    data_kwargs = builtin_data_kwargs(config)
+    info = main_rank_first(lambda: resolve_dataset(config["data"], task=config["task"], **data_kwargs), env)
     task = info.task
 
     # ---- model
