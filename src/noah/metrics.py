@@ -1,7 +1,9 @@
 """Validation metrics of SPEC §6, computed with torchmetrics.
 
 * multi-class: top-1 and top-5 accuracy (micro, i.e. the share of samples);
-* multi-label: mAP (mean over classes of average precision) and, at a score threshold
+* multi-label: mAP (mean of average precision over the classes with at least one positive
+  validation label: AP is undefined for the others, and counting them as 0 would make mAP
+  depend on which classes happen to be absent) and, at a score threshold
   (0.5 by default), CP / CR (per-class precision / recall averaged over classes), OP / OR
   (precision / recall over all image-label pairs), CF1 = 2·CP·CR/(CP+CR), OF1 = 2·OP·OR/(OP+OR).
 
@@ -13,6 +15,7 @@ validation sample counts once as long as every rank sees a disjoint shard.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -22,6 +25,7 @@ from torchmetrics.classification import (
     MultilabelAveragePrecision,
     MultilabelPrecision,
     MultilabelRecall,
+    MultilabelStatScores,
 )
 
 from noah.errors import ConfigError
@@ -69,7 +73,8 @@ class ClassificationMetrics:
             self.top_k = min(5, num_classes)
             metrics[f"top{self.top_k}"] = MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro")
         else:
-            metrics["mAP"] = MultilabelAveragePrecision(num_classes, average="macro")
+            metrics["mAP"] = MultilabelAveragePrecision(num_classes, average="none")
+            metrics["support"] = MultilabelStatScores(num_classes, average="none")  # positives per class
             for name, cls in (("P", MultilabelPrecision), ("R", MultilabelRecall)):
                 metrics[f"C{name}"] = cls(num_classes, threshold=threshold, average="macro")
                 metrics[f"O{name}"] = cls(num_classes, threshold=threshold, average="micro")
@@ -102,7 +107,14 @@ class ClassificationMetrics:
         """The metrics over everything seen since the last ``reset()`` (synced across ranks)."""
         out: dict[str, float] = {}
         for name, metric in self.collection.items():
-            if name == "loss" and not self._has_loss:
+            if (name == "loss" and not self._has_loss) or name == "support":
+                continue
+            if name == "mAP":
+                present = self.collection["support"].compute()[:, 4] > 0
+                with warnings.catch_warnings():  # about the classes without positives, left out here
+                    warnings.filterwarnings("ignore", message="No positive samples found in target")
+                    per_class = metric.compute()
+                out[name] = 100.0 * float(per_class[present].mean()) if bool(present.any()) else 0.0
                 continue
             value = float(metric.compute())
             out[name] = value if name in ("samples", "loss") else 100.0 * value

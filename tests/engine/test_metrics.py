@@ -83,6 +83,18 @@ def test_multilabel_by_hand() -> None:
     assert out["samples"] == 4
 
 
+def test_map_ignores_classes_without_positives() -> None:
+    probs = torch.tensor([[0.9, 0.8, 0.3], [0.2, 0.1, 0.7], [0.6, 0.7, 0.1]])
+    target = torch.tensor([[1, 0, 0], [0, 0, 0], [0, 1, 0]], dtype=torch.float32)  # class 2: no positive
+    m = ClassificationMetrics("multilabel", 3)
+    m.update(probs.logit(), target)
+    # class 0: .9+ .6 .2 -> 1; class 1: .8 .7+ .1 -> 1/2; class 2 has no AP
+    assert m.compute()["mAP"] == pytest.approx(100 * (1 + 1 / 2) / 2)
+    empty = ClassificationMetrics("multilabel", 2)
+    empty.update(torch.zeros(2, 2), torch.zeros(2, 2))
+    assert empty.compute()["mAP"] == 0.0
+
+
 def test_multilabel_scores_in_unit_range_are_still_logits() -> None:
     # logits that all lie in [0, 1] must still go through a sigmoid (0.3 -> 0.57 >= 0.5)
     m = ClassificationMetrics("multilabel", 2)
