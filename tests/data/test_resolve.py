@@ -176,3 +176,11 @@ def test_bad_on_bad_image_value_is_a_config_error(tmp_path):
     info = resolve_dataset(make_image_folder(tmp_path / "imgs"))
     with pytest.raises(ConfigError, match="on_bad_image must be 'error' or 'skip', got 'ignore'"):
         create_dataset(info, "train", on_bad_image="ignore")
+
+
+def test_two_annotation_files_for_one_split_are_an_error(tmp_path):
+    root = make_coco(tmp_path / "coco")
+    (root / "annotations" / "instances_val2017.json").write_text("{}")
+    with pytest.raises(DataError, match="2 COCO annotation files for the val split .*instances_val2014.json, "
+                                        "annotations/instances_val2017.json"):
+        resolve_dataset(root)

@@ -80,6 +80,10 @@ def _coco_splits(root: Path) -> dict[str, tuple[Path, Path]]:
         candidates = sorted((root / "annotations").glob(f"instances_{split}*.json")) + sorted(root.glob(f"instances_{split}*.json"))
         if not candidates:
             continue
+        if len(candidates) > 1:
+            names = ", ".join(str(p.relative_to(root)) for p in candidates)
+            raise DataError(f"{root} has {len(candidates)} COCO annotation files for the {split} split ({names}); "
+                            "expected one: move the others out")
         json_path = candidates[0]
         suffix = json_path.stem[len("instances_"):]  # "train2014", "train", ...
         image_dir = next((d for d in (root / suffix, root / split, root / "images" / suffix) if d.is_dir()), root)
