@@ -248,7 +248,8 @@ class NOAHHead(nn.Module):
         impl: ``"fast"`` (default), ``"plain"`` or ``"lean"``; all give the same numbers, see
             :meth:`set_impl` and the module docstring.
         chunk_elements: working-set size, in map elements, of one chunk of the chunked paths
-            (fast inference on CPU and ``"lean"``); only speed and peak memory depend on it.
+            (``"fast"`` CPU inference through PyTorch ops, and ``"lean"``; the compiled kernel
+            blocks its work by itself); only speed and peak memory depend on it.
     """
 
     IMPLS = ("fast", "plain", "lean")
@@ -414,14 +415,6 @@ class NOAHHead(nn.Module):
         logits = (attention * values).sum(dim=2).sum(dim=0)
         return logits, attention.permute(1, 0, 3, 2), values.permute(1, 0, 3, 2)
 
-    def _chunk_sizes(self, b: int, length: int, budget: int) -> tuple[int, int]:
-        """Images and classes per chunk so that one ``(N, images*L, classes)`` map holds about
-        ``budget`` elements: whole images when at least one fits, else classes of one image."""
-        n, m = self.num_heads, self.num_classes
-        images = max(1, min(b, budget // (n * length * m)))
-        classes = m if images > 1 else max(1, min(m, budget // (n * length)))
-        return images, classes
-
     def _logits_fused(self, x: torch.Tensor) -> torch.Tensor | None:
         """Float32 CPU inference logits ``(B, M)`` by the fused kernel (:mod:`noah.cpu_kernel`).
 
@@ -461,7 +454,9 @@ class NOAHHead(nn.Module):
         wv = self.value.weight.view(n, m, -1).transpose(1, 2)
         bias = self.value.bias.view(n, m).sum(dim=0)  # sum_l A = 1: the value bias adds once per block
 
-        images, classes = self._chunk_sizes(b, length, self.chunk_elements or self.INFERENCE_CHUNK)
+        budget = self.chunk_elements or self.INFERENCE_CHUNK
+        images = max(1, min(b, budget // (n * length * m)))
+        classes = m if images > 1 else max(1, min(m, budget // (n * length)))
         gk_all, gv_all = _block_inputs(xk, n, self.head_split), _block_inputs(xv, n, self.head_split)
         if self.head_split and (images < b or classes < m):
             # one block-major copy up front; otherwise bmm copies the strided operands per chunk
