@@ -14,7 +14,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from noah.errors import ConfigError, DataError
 
-__all__ = ["ImageFileDataset", "image_folder_samples", "coco_samples", "read_coco_categories", "read_image"]
+__all__ = ["ImageFileDataset", "image_folder_samples", "coco_samples", "load_coco_json", "read_coco_categories", "read_image"]
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
@@ -55,20 +55,22 @@ def image_folder_samples(split_dir: Path, classes: list[str] | None = None) -> t
     return samples, classes
 
 
-def _load_coco(json_path: Path) -> dict[str, Any]:
+def load_coco_json(json_path: Path, kind: str = "COCO instances") -> dict[str, Any]:
+    """A COCO-style annotation file (``images``, ``annotations``, ``categories`` lists); ``kind``
+    names the expected format in the error."""
     try:
         coco = json.loads(json_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read {json_path} as JSON: {exc}".splitlines()[0]) from exc
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(coco, dict) or not isinstance(coco.get(k), list)]
     if missing:
-        raise DataError(f"{json_path} is not a COCO instances file: no list under {', '.join(repr(k) for k in missing)}")
+        raise DataError(f"{json_path} is not a {kind} file: no list under {', '.join(repr(k) for k in missing)}")
     return coco
 
 
 def read_coco_categories(json_path: Path) -> list[tuple[int, str]]:
     """``(category id, name)`` pairs of a COCO instances file, sorted by id."""
-    coco = _load_coco(json_path)
+    coco = load_coco_json(json_path)
     try:
         return sorted((int(c["id"]), str(c["name"])) for c in coco["categories"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -81,7 +83,7 @@ def coco_samples(json_path: Path, image_dir: Path, category_ids: list[int]) -> l
     Images without annotations are kept with an all-zero target (COCO has such images; dropping
     them would change the evaluation set).
     """
-    coco = _load_coco(json_path)
+    coco = load_coco_json(json_path)
     column = {cid: i for i, cid in enumerate(category_ids)}
     try:
         images = {int(img["id"]): str(img["file_name"]) for img in coco["images"]}
