@@ -55,7 +55,7 @@ def image_folder_samples(split_dir: Path, classes: list[str] | None = None) -> t
     return samples, classes
 
 
-def load_coco_json(json_path: Path, kind: str = "COCO instances") -> dict[str, Any]:
+def load_coco_json(json_path: Path, kind: str = "a COCO instances") -> dict[str, Any]:
     """A COCO-style annotation file (``images``, ``annotations``, ``categories`` lists); ``kind``
     names the expected format in the error."""
     try:
@@ -64,7 +64,7 @@ def load_coco_json(json_path: Path, kind: str = "COCO instances") -> dict[str, A
         raise DataError(f"cannot read {json_path} as JSON: {exc}".splitlines()[0]) from exc
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(coco, dict) or not isinstance(coco.get(k), list)]
     if missing:
-        raise DataError(f"{json_path} is not a {kind} file: no list under {', '.join(repr(k) for k in missing)}")
+        raise DataError(f"{json_path} is not {kind} file: no list under {', '.join(repr(k) for k in missing)}")
     return coco
 
 

@@ -25,7 +25,7 @@ from noah.errors import DataError
 __all__ = ["INatCategories", "INatDataset", "class_counts", "find_inat_files", "inat_categories", "inat_samples", "load_inat_json"]
 
 _SPLIT_FILE = re.compile(r"^(train|train_mini|val)(\d{4})?\.json$")
-_KIND = "iNaturalist annotation"
+_KIND = "an iNaturalist annotation"
 
 
 def find_inat_files(root: Path) -> dict[str, Path]:

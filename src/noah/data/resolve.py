@@ -224,6 +224,7 @@ def _resolve_voc(root: Path, name: str, train_split: str | None, val_split: str 
         if split not in files:
             raise DataError(f"{voc_root} has no VOC split {split!r} (expected ImageSets/Main/{split}.txt; "
                             f"splits found: {', '.join(files)})")
+        read_split_ids(files[split])  # an empty split is an error now rather than at the first epoch
     classes = voc_classes(voc_root, roles["train"])
     splits: dict[str, object] = {split: (voc_root, split) for split in files if split not in roles}
     splits.update({role: (voc_root, split) for role, split in roles.items()})
