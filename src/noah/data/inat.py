@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from noah.data.folders import ImageFileDataset, load_coco_json
+from noah.data.folders import ImageFileDataset, coco_annotations, load_coco_json
 from noah.errors import DataError
 
 __all__ = ["INatCategories", "INatDataset", "class_counts", "find_inat_files", "inat_categories", "inat_samples", "load_inat_json"]
@@ -82,15 +82,7 @@ def inat_samples(coco: dict[str, Any], json_path: Path, root: Path, category_ids
     if not images:
         raise DataError(f"{json_path} lists no images")
     labels: dict[int, int] = {}
-    for ann in coco["annotations"]:
-        try:
-            image_id, category_id = int(ann["image_id"]), int(ann["category_id"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{json_path}: every annotation needs an integer 'image_id' and 'category_id'") from exc
-        if image_id not in images:
-            raise DataError(f"{json_path}: annotation {ann.get('id')} refers to unknown image id {image_id}")
-        if category_id not in column:
-            raise DataError(f"{json_path}: annotation {ann.get('id')} refers to unknown category id {category_id}")
+    for image_id, category_id in coco_annotations(coco, json_path, images, column):
         if labels.setdefault(image_id, column[category_id]) != column[category_id]:
             raise DataError(f"{json_path}: image {image_id} has annotations of two categories "
                             "(expected one category per image)")

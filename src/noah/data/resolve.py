@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from noah.data.builtins import BUILTIN_DATASETS, BUILTINS, builtin_root, default_cache_dir
 from noah.data.folders import ImageFileDataset, coco_samples, image_folder_samples, read_coco_categories
 from noah.data.inat import INatCategories, INatDataset, class_counts, find_inat_files, inat_categories, inat_samples, load_inat_json
-from noah.data.market1501 import MARKET_FOLDERS, ReIDEvalDataset, ReIDTrainDataset, find_market_root, market_images
+from noah.data.market1501 import DISTRACTOR_ID, MARKET_FOLDERS, ReIDEvalDataset, ReIDTrainDataset, find_market_root, market_images
 from noah.data.voc import VOCDataset, check_voc_images, find_voc_root, read_split_ids, voc_classes, voc_split_files
 from noah.errors import ConfigError, DataError
 from noah.metrics import JUNK_ID
@@ -271,7 +271,7 @@ def _resolve_market(root: Path, name: str, train_split: str | None, val_split: s
     for folder in splits.values():
         if not folder.is_dir():
             raise DataError(f"missing folder {folder} (a Market-1501 folder holds {', '.join(MARKET_FOLDERS.values())})")
-    person_ids = sorted({pid for _, pid, _ in market_images(splits["train"]) if pid not in (JUNK_ID, 0)})
+    person_ids = sorted({pid for _, pid, _ in market_images(splits["train"]) if pid not in (JUNK_ID, DISTRACTOR_ID)})
     if not person_ids:
         raise DataError(f"{splits['train']} holds only junk (-1) and distractor (0000) images; training needs person ids")
     return DatasetInfo(
