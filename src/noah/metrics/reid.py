@@ -10,11 +10,13 @@ a query's ranking, as in the Market-1501 evaluation code:
 Distractors (person id 0) stay in, as negatives. A query whose person has no image left in the
 gallery is not counted (``queries`` says how many were). Then, per counted query:
 
-* CMC rank-k: 1 if a correct match is among the k nearest remaining gallery images. A negative
-  at exactly the distance of the best match ranks before it (ties count against the model);
-* average precision over the remaining gallery, computed with torchmetrics'
-  ``retrieval_average_precision`` (given rank-based scores: see :func:`_positive_ranks`).
+* CMC rank-k: 1 if a correct match is among the k nearest remaining gallery images;
+* average precision over the remaining gallery: the mean, over the correct matches, of the
+  precision among the images ranked down to each (what torchmetrics' ``RetrievalMAP`` computes;
+  the tests check the two agree). It is computed here for a block of queries at once: one
+  torchmetrics call per query took minutes on Market-1501's 3,368 x 15,913 pairs on a CPU.
 
+Negatives scoring exactly like a correct match rank before it (ties count against the model).
 ``rank1``/``rank5``/``rank10`` and ``mAP`` are means over the counted queries, in percent.
 """
 
@@ -25,7 +27,6 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
-from torchmetrics.functional.retrieval import retrieval_average_precision
 from torchmetrics.utilities import dim_zero_cat
 
 from noah.errors import ConfigError, DataError, ShapeError
@@ -41,18 +42,6 @@ def _similarity(query: torch.Tensor, gallery: torch.Tensor, distance: str) -> to
     if distance == "cosine":
         return F.normalize(query, dim=1) @ F.normalize(gallery, dim=1).T
     return -torch.cdist(query, gallery)
-
-
-def _positive_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """``n`` for the best of ``n`` scores down to 1 for the worst: the same order, all positive.
-
-    torchmetrics' retrieval metrics (since 1.8) treat a score <= 0 as "not retrieved", which
-    cosine similarities and negative distances often are.
-    """
-    ranks = torch.empty_like(scores)
-    ranks[torch.argsort(scores, descending=True, stable=True)] = torch.arange(
-        len(scores), 0, -1, dtype=scores.dtype, device=scores.device)
-    return ranks
 
 
 def reid_metrics(
@@ -100,14 +89,19 @@ def reid_metrics(
         same_id = gallery_ids[None] == q_ids
         valid = not_junk[None] & ~(same_id & (gallery_cameras[None] == q_cams)) & (q_ids != JUNK_ID)
         match = same_id & valid
-        best_match = scores.masked_fill(~match, float("-inf")).amax(dim=1, keepdim=True)
-        # rank of the best correct match: 1 + the negatives scoring at least as high
-        rank_of_first = ((scores >= best_match) & valid & ~match).sum(dim=1) + 1
-        for row in torch.nonzero(match.any(dim=1)).flatten().tolist():
-            keep = valid[row]
-            ap_sum += float(retrieval_average_precision(_positive_ranks(scores[row, keep]), match[row, keep]))
-            hits += torch.tensor([float(rank_of_first[row] <= k) for k in ranks], dtype=torch.float64)
-            counted += 1
+        # best first; among equal scores the negatives first (two stable sorts)
+        negatives_first = torch.argsort(match.to(torch.uint8), dim=1, stable=True)
+        order = negatives_first.gather(1, torch.argsort(scores.gather(1, negatives_first), dim=1, descending=True, stable=True))
+        match, valid = match.gather(1, order), valid.gather(1, order)
+        position = valid.cumsum(1)  # 1-based rank among the gallery images this query keeps
+        found = match.cumsum(1)
+        num_matches = match.sum(1)
+        counted_rows = num_matches > 0
+        precision_at_matches = torch.where(match, found / position.clamp(min=1), 0.0).sum(1, dtype=torch.float64)
+        ap_sum += float((precision_at_matches / num_matches.clamp(min=1))[counted_rows].sum())
+        first_match = torch.where(match, position, position.new_full((), len(gallery_ids) + 1)).amin(1)[counted_rows]
+        hits += torch.stack([(first_match <= k).sum() for k in ranks]).double().cpu()
+        counted += int(counted_rows.sum())
     if counted == 0:
         raise DataError(f"no query of the {len(query_features)} has a correct match in the gallery of "
                         f"{len(gallery_features)} images (same person, other camera)")
