@@ -143,7 +143,8 @@ def _drop(path: Path) -> None:
          r"cannot parse .*000007.xml as VOC XML"),
         (lambda v: (v / "Annotations" / "000007.xml").write_text("<annotation><object><name>dragon</name></object></annotation>"),
          "val", r"000007.xml: object class 'dragon' is not one of the 5 classes"),
-        (lambda v: (v / "Annotations" / "000007.xml").write_text("<annotation><object><difficult>1</difficult></object></annotation>"),
+        (lambda v: (v / "Annotations" / "000007.xml").write_text(
+            "<annotation><object><difficult>1</difficult></object></annotation>"),
          "val", r"000007.xml: an <object> has no <name>"),
         (lambda v: (v / "Annotations" / "000007.xml").write_text(
             "<annotation><object><name>car</name><difficult>yes</difficult></object></annotation>"),

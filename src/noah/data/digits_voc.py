@@ -30,7 +30,9 @@ import numpy as np
 from noah.data.digits import CLASS_NAMES, MIN_IMAGE_SIZE, render_scene, scene_digits, split_digit_pools
 from noah.errors import ConfigError
 
-__all__ = ["DEFAULT_IMAGE_SIZE", "DEFAULT_NUM_TRAIN", "DEFAULT_NUM_VAL", "DIFFICULT_HEIGHT", "GENERATOR_VERSION", "generate_digits_voc"]
+__all__ = [
+    "DEFAULT_IMAGE_SIZE", "DEFAULT_NUM_TRAIN", "DEFAULT_NUM_VAL", "DIFFICULT_HEIGHT", "GENERATOR_VERSION", "generate_digits_voc",
+]
 
 GENERATOR_VERSION = 1
 DEFAULT_NUM_TRAIN = 800

@@ -14,7 +14,10 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from noah.errors import ConfigError, DataError
 
-__all__ = ["ImageFileDataset", "image_folder_samples", "coco_annotations", "coco_samples", "load_coco_json", "read_coco_categories", "read_image"]
+__all__ = [
+    "ImageFileDataset", "image_folder_samples", "coco_annotations", "coco_samples", "load_coco_json", "read_coco_categories",
+    "read_image",
+]
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:

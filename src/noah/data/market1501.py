@@ -28,7 +28,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from noah.data.folders import ImageFileDataset
 from noah.errors import DataError
-from noah.metrics import JUNK_ID
+from noah.targets import DISTRACTOR_ID, JUNK_ID
 
 __all__ = [
     "DISTRACTOR_ID", "JUNK_ID", "MARKET_FOLDERS", "ReIDEvalDataset", "ReIDTrainDataset", "find_market_root",
@@ -37,7 +37,6 @@ __all__ = [
 
 #: split -> folder
 MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-DISTRACTOR_ID = 0
 _NAME = re.compile(r"^(-1|\d{4})_c(\d+)s(\d+)_(\d{6})_(\d{2})\.(jpg|jpeg|png)$", re.IGNORECASE)
 _EXPECTED = ("Market-1501 names PPPP_cCsS_FFFFFF_NN.jpg, e.g. 0002_c1s1_000451_03.jpg "
              "(PPPP person id, -1 junk, 0000 distractor; C camera)")
@@ -50,7 +49,8 @@ def find_market_root(root: Path) -> Path | None:
     found = [d for d in sorted(root.iterdir()) if d.is_dir() and (d / MARKET_FOLDERS["train"]).is_dir()]
     if len(found) > 1:
         names = ", ".join(d.name for d in found)
-        raise DataError(f"{root} holds {len(found)} re-ID dataset folders ({names}); expected one: pass one of them as the data folder")
+        raise DataError(f"{root} holds {len(found)} re-ID dataset folders ({names}); "
+                        "expected one: pass one of them as the data folder")
     return found[0] if found else None
 
 

@@ -26,12 +26,14 @@ from torch.utils.data import Dataset
 from noah.data.builtins import BUILTIN_DATASETS, BUILTINS, builtin_root, default_cache_dir
 from noah.data.folders import ImageFileDataset, coco_samples, image_folder_samples, read_coco_categories
 from noah.data.inat import INatCategories, INatDataset, class_counts, find_inat_files, inat_categories, inat_samples, load_inat_json
-from noah.data.market1501 import DISTRACTOR_ID, MARKET_FOLDERS, ReIDEvalDataset, ReIDTrainDataset, find_market_root, market_images
+from noah.data.market1501 import MARKET_FOLDERS, ReIDEvalDataset, ReIDTrainDataset, find_market_root, market_images
 from noah.data.voc import VOCDataset, check_voc_images, find_voc_root, read_split_ids, voc_classes, voc_split_files
 from noah.errors import ConfigError, DataError
-from noah.metrics import JUNK_ID
+from noah.targets import DISTRACTOR_ID, JUNK_ID
 
-__all__ = ["BUILTIN_DATASETS", "DatasetInfo", "FORMATS", "TASKS", "create_dataset", "default_cache_dir", "detect_formats", "resolve_dataset"]
+__all__ = [
+    "BUILTIN_DATASETS", "DatasetInfo", "FORMATS", "TASKS", "create_dataset", "default_cache_dir", "detect_formats", "resolve_dataset",
+]
 
 #: data format -> the task it is
 FORMATS: dict[str, str] = {
@@ -298,7 +300,7 @@ def create_dataset(
 
     Targets: a class index (multi-class; re-ID ``train``: the identity label); a float32
     ``(num_classes,)`` multi-hot tensor (multi-label; VOC difficult-only pairs are
-    :data:`~noah.metrics.IGNORE_TARGET` unless ``difficult="positive"``); an int64 ``[person id,
+    :data:`~noah.targets.IGNORE_TARGET` unless ``difficult="positive"``); an int64 ``[person id,
     camera]`` tensor (re-ID ``query`` and ``gallery``). Every dataset has ``samples``, ``classes``
     and ``skipped`` (see ImageFileDataset) and its format's extras (``labels``,
     ``supercategory_ids``, ``camera_ids``, ...).

@@ -9,7 +9,7 @@ On disk (as the devkit tars unpack)::
 
 An image's labels are the ``name`` of its objects. A class whose objects in an image are all
 marked ``difficult`` is, by default, neither positive nor negative for that image: its target is
-:data:`~noah.metrics.IGNORE_TARGET` (-1), which the metrics leave out (as the VOC devkit leaves
+:data:`~noah.targets.IGNORE_TARGET` (-1), which the metrics leave out (as the VOC devkit leaves
 difficult objects out of AP) and a training loss must mask. ``difficult="positive"`` counts such
 pairs as positive instead.
 """
@@ -24,11 +24,11 @@ import torch
 
 from noah.data.folders import ImageFileDataset
 from noah.errors import ConfigError, DataError
-from noah.metrics import IGNORE_TARGET
+from noah.targets import IGNORE_TARGET
 
 __all__ = [
-    "DIFFICULT_MODES", "VOCDataset", "check_voc_images", "find_voc_root", "read_split_ids", "read_voc_objects", "voc_classes", "voc_samples",
-    "voc_split_files",
+    "DIFFICULT_MODES", "VOCDataset", "check_voc_images", "find_voc_root", "read_split_ids", "read_voc_objects", "voc_classes",
+    "voc_samples", "voc_split_files",
 ]
 
 DIFFICULT_MODES = ("ignore", "positive")

@@ -36,12 +36,11 @@ from torchmetrics.classification import (
 
 from noah.errors import ConfigError
 from noah.metrics.voc import voc_average_precision
+from noah.targets import IGNORE_TARGET
 
 __all__ = ["ClassificationMetrics", "IGNORE_TARGET", "TASKS", "primary_metric"]
 
 TASKS = ("multiclass", "multilabel")
-#: multi-label target value of an image-label pair that no metric counts (VOC "difficult"-only)
-IGNORE_TARGET = -1
 
 
 def primary_metric(task: str) -> str:

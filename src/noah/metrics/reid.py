@@ -30,11 +30,11 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from noah.errors import ConfigError, DataError, ShapeError
+from noah.targets import JUNK_ID
 
 __all__ = ["DISTANCES", "JUNK_ID", "ReIDMetrics", "reid_metrics"]
 
 DISTANCES = ("cosine", "euclidean")
-JUNK_ID = -1
 
 
 def _similarity(query: torch.Tensor, gallery: torch.Tensor, distance: str) -> torch.Tensor:
