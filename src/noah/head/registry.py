@@ -17,8 +17,11 @@ not give exact numbers, e.g. an exponential overflowed) ``logits_and_maps`` reco
 applicable kernel, ``logits_and_maps`` computes.
 
 A new implementation or kernel is one new module that registers it at import, plus one import
-line in ``noah/head/__init__.py``. Implementations and kernels receive the head module and read
-its attributes; they never import :mod:`noah.head.module`.
+line in ``noah/head/__init__.py``. The built-in implementations all compute SPEC §2's numbers; a
+variant of the formula (an ablation) registers as an implementation of its own name, and the
+kernels written for the standard head stay out of it since they name the implementations they
+serve. Implementations and kernels receive the head module and read its attributes; they never
+import :mod:`noah.head.module`.
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ class Call(NamedTuple):
 
     @classmethod
     def of(cls, head: Any, x: torch.Tensor) -> "Call":
-        weights = (head.query.weight, head.value.weight)
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights))
+        """The facts of a call of ``head`` on ``x`` under the current grad mode."""
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or head.query.weight.requires_grad or head.value.weight.requires_grad
+        )
         return cls(needs_grad, dropout_rate(head) > 0.0)
 
 
@@ -72,12 +77,13 @@ class LogitsKernel:
     name: str
     impls: tuple[str, ...]
     applies: Callable[[Any, torch.Tensor, Call], bool]
-    run: Callable[[Any, torch.Tensor], "torch.Tensor | None"]
+    run: Callable[[Any, torch.Tensor], torch.Tensor | None]
     order: int = 50
 
 
 _IMPLS: dict[str, "HeadImpl"] = {}
 _KERNELS: list[LogitsKernel] = []
+_KERNELS_BY_IMPL: dict[str, tuple[LogitsKernel, ...]] = {}  # kernels_for's answers, until the next registration
 
 
 class HeadImpl:
@@ -136,9 +142,13 @@ def register_kernel(kernel: LogitsKernel) -> LogitsKernel:
         raise ConfigError(f"cannot register NOAH head kernel {kernel.name!r}: the name is already taken")
     _KERNELS.append(kernel)
     _KERNELS.sort(key=lambda k: k.order)  # stable: equal orders keep registration order
+    _KERNELS_BY_IMPL.clear()
     return kernel
 
 
-def kernels_for(impl: str) -> list[LogitsKernel]:
+def kernels_for(impl: str) -> tuple[LogitsKernel, ...]:
     """The kernels that implementation ``impl`` may use, in the order they are tried."""
-    return [k for k in _KERNELS if impl in k.impls]
+    found = _KERNELS_BY_IMPL.get(impl)
+    if found is None:
+        found = _KERNELS_BY_IMPL[impl] = tuple(k for k in _KERNELS if impl in k.impls)
+    return found
