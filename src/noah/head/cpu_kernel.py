@@ -131,7 +131,7 @@ def fused_head_logits(head: Any, x: torch.Tensor) -> torch.Tensor | None:
 
 def _applies(head: Any, x: torch.Tensor, call: Call) -> bool:
     return (
-        cpu_inference(x, call)
+        cpu_inference(head, x, call)
         and x.dtype == head.query.weight.dtype == head.value.weight.dtype == torch.float32
         and fused_available()
         and not dispatch_mode_active()

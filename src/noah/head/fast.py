@@ -129,9 +129,9 @@ def chunked_logits(head: Any, x: torch.Tensor) -> torch.Tensor | None:
     return logits
 
 
-def cpu_inference(x: torch.Tensor, call: Call) -> bool:
+def cpu_inference(head: Any, x: torch.Tensor, call: Call) -> bool:
     """Where the kernels that skip the explicit softmax may run: CPU inference in float32 or
-    float64, no autograd, no dropout, no autocast."""
+    float64, no autograd, no dropout, no autocast (the ``"chunked"`` kernel's ``applies``)."""
     return (
         call.inference
         and x.device.type == "cpu"
@@ -150,4 +150,4 @@ class FastImpl(HeadImpl):
 
 
 register_impl(FastImpl())
-register_kernel(LogitsKernel("chunked", ("fast", "lean"), lambda head, x, call: cpu_inference(x, call), chunked_logits, order=30))
+register_kernel(LogitsKernel("chunked", ("fast", "lean"), cpu_inference, chunked_logits, order=30))
