@@ -250,6 +250,7 @@ def test_impl_and_chunk_validation():
     with pytest.raises(ConfigError, match="chunk_elements"):
         NOAHHead(16, 5, 2, chunk_elements=0)
     assert set(available_impls()) == {"fast", "plain", "lean"}
+    assert NOAHHead.IMPLS == head.IMPLS == available_impls()
 
 
 def test_state_dict_layout_is_unchanged():

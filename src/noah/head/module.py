@@ -16,7 +16,7 @@ from torch import nn
 
 from noah.errors import ConfigError, ShapeError
 from noah.head.layout import split_channels
-from noah.head.registry import get_impl
+from noah.head.registry import available_impls, get_impl
 
 __all__ = ["NOAHHead", "NOAHOutput"]
 
@@ -31,6 +31,13 @@ class NOAHOutput(NamedTuple):
     logits: torch.Tensor
     attention: torch.Tensor
     value: torch.Tensor
+
+
+class _RegisteredImpls:
+    """``NOAHHead.IMPLS``: the names of the registered implementations, read at each access."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> tuple[str, ...]:
+        return available_impls()
 
 
 class NOAHHead(nn.Module):
@@ -52,6 +59,9 @@ class NOAHHead(nn.Module):
             blocks its work by itself); only speed and peak memory depend on it. ``None``: each
             path's default (:data:`noah.head.fast.INFERENCE_CHUNK`, :data:`noah.head.lean.LEAN_CHUNK`).
     """
+
+    #: names of the registered implementations (:func:`noah.head.available_impls`), e.g. for CLI choices
+    IMPLS = _RegisteredImpls()
 
     def __init__(
         self,
