@@ -10,24 +10,18 @@ from torch import nn
 
 from noah.errors import ConfigError
 from noah.models.adapter import HEAD_TYPES, NOAHModel
-from noah.models.zoo import PAPER_MODELS, BackboneSpec, PaperModel
+from noah.models.settings import BACKBONE_SETTINGS, backbone_facts, require_known_model
+from noah.models.zoo import PAPER_MODELS, BackboneSpec, PaperModel, get_paper_model
 
 __all__ = ["create_model", "list_models", "get_paper_model", "DEFAULT_PRESET"]
 
 #: NOAH settings for backbones outside the paper's table (ResNet18's, the paper's middle ground).
 DEFAULT_PRESET = {"num_heads": 4, "key_ratio": 0.5, "head_dropout": 0.0}
 
-_PREFIX = "noah_"
-
 
 def list_models(pattern: str = "") -> list[PaperModel]:
     """The paper's models (SPEC §4) whose name contains ``pattern``, in the paper's order."""
     return [m for m in PAPER_MODELS.values() if pattern in m.name]
-
-
-def get_paper_model(name: str) -> PaperModel | None:
-    """The paper row for ``name`` (with or without the ``noah_`` prefix), else ``None``."""
-    return PAPER_MODELS.get(name[len(_PREFIX):] if name.startswith(_PREFIX) else name)
 
 
 def _timm_backbone(name: str, pretrained: bool | str, **kwargs: Any) -> BackboneSpec:
@@ -46,6 +40,22 @@ def _timm_backbone(name: str, pretrained: bool | str, **kwargs: Any) -> Backbone
         # Some models have no un-pooled head mode; their forward_features is then the input.
         model = timm.create_model(name, num_classes=0, **extra, **kwargs)
         return BackboneSpec(model, model.num_features, use_backbone_head=False)
+
+
+def _check_backbone_settings(name: str, kwargs: dict[str, Any]) -> None:
+    """:class:`ConfigError` for a setting of :data:`BACKBONE_SETTINGS` that ``name``'s backbone
+    does not take (it would be refused or, worse, silently ignored)."""
+    given = [k for k in BACKBONE_SETTINGS if kwargs.get(k) is not None]
+    if not given:
+        return
+    facts = backbone_facts(name)
+    refused = [k for k in given if not facts.takes(k)]
+    if refused:
+        setting = refused[0]
+        raise ConfigError(
+            f"model {name} cannot take {setting}={kwargs[setting]!r}: its backbone ({facts.class_name}) has no "
+            f"{setting} setting"
+        )
 
 
 def create_model(
@@ -73,17 +83,14 @@ def create_model(
         raise ConfigError(f"unknown head {head!r}; expected one of {', '.join(HEAD_TYPES)}")
     if not isinstance(num_classes, int) or num_classes < 0:
         raise ConfigError(f"num_classes must be a non-negative integer, got {num_classes!r}")
-    paper = get_paper_model(name)
+    paper = require_known_model(name)
+    _check_backbone_settings(name, kwargs)
     if paper is not None:
         preset = paper.preset()
         spec = paper.build_backbone(**kwargs)
-    elif timm.is_model(name):
+    else:
         preset = dict(DEFAULT_PRESET)
         spec = _timm_backbone(name, pretrained, **kwargs)
-    else:
-        raise ConfigError(
-            f"unknown model {name!r}: expected one of the paper's models (`noah models`) or a timm model name"
-        )
     for key, value in (("num_heads", num_heads), ("key_ratio", key_ratio), ("head_dropout", head_dropout)):
         if value is not None:
             preset[key] = value
