@@ -6,8 +6,8 @@ import argparse
 
 import torch
 
-from noah.cpu_kernel import fused_status
 from noah.head import NOAHHead
+from noah.head.cpu_kernel import fused_status
 from noah.models import HEAD_TYPES, count_parameters, create_model, get_paper_model
 
 
