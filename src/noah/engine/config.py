@@ -28,7 +28,7 @@ import yaml
 
 from noah.data import BUILTIN_DATASETS, TASKS
 from noah.errors import ConfigError
-from noah.head import NOAHHead
+from noah.head import available_impls
 from noah.models import HEAD_TYPES
 
 __all__ = ["TrainConfig", "add_config_arguments", "config_fields", "load_yaml_config", "MODEL_DEFINING_FIELDS"]
@@ -125,8 +125,9 @@ class TrainConfig:
                                      check=_between(0, 1, True, True))
     head_dropout: float | None = option(None, "dropout in the head (default: the paper's for the model)",
                                         group="model", check=_between(0, 1, high_open=True))
-    head_impl: str = option("fast", "NOAH head implementation: fast, plain (reference), lean (memory-lean backward "
-                            "for many classes)", group="model", choices=lambda: NOAHHead.IMPLS)
+    head_impl: str = option("fast", "NOAH head implementation (noah.head.available_impls()): fast, plain (the "
+                            "reference formula), lean (memory-lean backward for many classes), ...", group="model",
+                            choices=available_impls)
     drop_path: float | None = option(None, "stochastic depth rate of the backbone", group="model",
                                      check=_between(0, 1, high_open=True))
     output_stride: int | None = option(None, "dilate the backbone's last stages for a larger final feature map",
