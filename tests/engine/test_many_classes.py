@@ -10,6 +10,7 @@ import torch
 import noah
 from noah.engine.distributed import DistEnv
 from noah.engine.evaluate import evaluate
+from noah.metrics import ClassificationMetrics
 from noah.engine.recipes import resolve_config
 from noah.engine.optim import build_criterion, build_optimizer_and_scheduler
 from noah.engine.train import EpochProgress, epoch_stats, train_one_epoch
@@ -39,5 +40,5 @@ def test_one_training_step_and_evaluation(num_classes: int, head: str) -> None:
     assert not torch.equal(before, after)
     with torch.no_grad():  # the step lowered the loss on its batch (train-mode BN: batch statistics)
         assert torch.nn.functional.cross_entropy(model(images), target).item() < stats["loss"]
-    metrics = evaluate(model, loader, "multiclass", num_classes, torch.device("cpu"))
+    metrics = evaluate(model, loader, ClassificationMetrics("multiclass", num_classes), torch.device("cpu"))
     assert metrics["samples"] == 4 and 0 <= metrics["top1"] <= metrics["top5"] <= 100

@@ -54,5 +54,5 @@ def test_criteria() -> None:
     deit = resolve_config("deit", overrides={"data": "x"})
     assert type(build_criterion(deit, "multiclass", mixup_active=True)).__name__ == "SoftTargetCrossEntropy"
     assert type(build_criterion(deit, "multiclass", mixup_active=False)).__name__ == "LabelSmoothingCrossEntropy"
-    assert type(build_criterion(deit, "multilabel", mixup_active=True)).__name__ == "BCEWithLogitsLoss"
+    assert type(build_criterion(deit, "multilabel", mixup_active=True)).__name__ == "MultiLabelLoss"
     assert type(build_criterion(TrainConfig(), "multiclass", False)).__name__ == "CrossEntropyLoss"

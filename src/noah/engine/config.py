@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from noah.data import BUILTIN_DATASETS, TASKS
+from noah.data import BUILTIN_DATASETS, FORMATS, TASKS
 from noah.errors import ConfigError
 from noah.head import available_impls
 from noah.models import HEAD_TYPES
@@ -108,6 +108,17 @@ class TrainConfig:
     data: str | None = option(None, "image folder (ImageNet layout), COCO-format folder, or a built-in dataset: "
                               + ", ".join(BUILTIN_DATASETS), group="data")
     task: str | None = option(None, "override the detected task", group="data", choices=TASKS)
+    format: str | None = option(None, "data format (default: detected from the folder)", group="data",
+                                choices=tuple(FORMATS))
+    train_split: str | None = option(None, "the dataset's split to train on (e.g. VOC trainval; default: the "
+                                     "format's)", group="data")
+    val_split: str | None = option(None, "the dataset's split to validate on (e.g. VOC test; default: the format's)",
+                                   group="data")
+    difficult: str = option("ignore", "Pascal VOC objects marked difficult: left out of the loss and the AP for that "
+                            "image and class (ignore, as the field does), or counted as positives", group="data",
+                            choices=("ignore", "positive"))
+    balanced_sampling: bool = option(False, "draw training images class-balanced (every class equally often; for "
+                                     "long-tailed multi-class data)", group="data")
     data_size: tuple[int, int] | None = option(None, "built-in data: number of generated training and validation "
                                                "images", group="data", metavar=("TRAIN", "VAL"), check=_all(_at_least(1)))
     image_size: int | None = option(None, "input size in pixels (default: the model's)", group="data",

@@ -35,7 +35,9 @@ def resolve_data(config: TrainConfig, env: DistEnv, data: str | None = None, tas
     """
     name = config.data if data is None else data
     sizes = _builtin_sizes(config) if name == config.data else {}
-    return main_rank_first(lambda: resolve_dataset(name, task=task or config.task, **sizes), env)
+    return main_rank_first(lambda: resolve_dataset(name, task=task or config.task, format=config.format,
+                                                   train_split=config.train_split, val_split=config.val_split,
+                                                   **sizes), env)
 
 
 def build_dataset(config: TrainConfig, info: DatasetInfo, split: str, transform: Callable,
@@ -43,7 +45,8 @@ def build_dataset(config: TrainConfig, info: DatasetInfo, split: str, transform:
     """The ``split`` of ``info`` with ``transform``; unreadable images fail or are skipped as the
     config (or ``skip_bad_images``) says. An empty split is a :class:`DataError`."""
     skip = config.skip_bad_images if skip_bad_images is None else skip_bad_images
-    dataset = create_dataset(info, split, transform=transform, on_bad_image="skip" if skip else "error")
+    dataset = create_dataset(info, split, transform=transform, on_bad_image="skip" if skip else "error",
+                             difficult=config.difficult)
     if len(dataset) == 0:
         raise DataError(f"{info.root}: the {split} split holds no images")
     return dataset

@@ -15,6 +15,7 @@ from typing import Callable, ContextManager, Iterable
 import torch
 from torch import nn
 
+from noah.data import DatasetInfo
 from noah.engine.config import add_config_arguments, given_options
 from noah.engine.datasets import build_dataset, resolve_data
 from noah.engine.distributed import cleanup_distributed, init_distributed
@@ -22,31 +23,41 @@ from noah.engine.loaders import batches, eval_loader
 from noah.engine.model import load_run
 from noah.engine.precision import autocast_factory
 from noah.engine.transforms import build_transform, resolve_data_cfg
+from noah.engine.optim import build_eval_criterion
 from noah.errors import DataError
-from noah.metrics import ClassificationMetrics
+from noah.metrics import ClassificationMetrics, LongTailMetrics
 
-__all__ = ["add_arguments", "run", "evaluate", "format_metrics"]
+__all__ = ["add_arguments", "run", "evaluate", "build_metrics", "format_metrics"]
+
+
+def build_metrics(info: DatasetInfo, threshold: float, device: torch.device) -> ClassificationMetrics:
+    """The metrics the field reports for ``info``'s data: top-1/top-5 (multi-class; iNaturalist
+    also per supercategory and by many/medium/few-shot classes), mAP and CP/CR/CF1/OP/OR/OF1 at
+    ``threshold`` (multi-label; Pascal VOC also its 11-point and area mAP)."""
+    if info.format == "inat":
+        return LongTailMetrics(info.num_classes, info.class_counts, info.class_supercategory, info.supercategories,
+                               device=device)
+    return ClassificationMetrics(info.task, info.num_classes, threshold=threshold, device=device,
+                                 voc_ap=info.format == "voc")
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     loader: Iterable,
-    task: str,
-    num_classes: int,
+    metrics: ClassificationMetrics,
     device: torch.device,
     autocast: Callable[[], ContextManager] = contextlib.nullcontext,
     criterion: nn.Module | None = None,
-    threshold: float = 0.5,
     channels_last: bool = False,
 ) -> dict[str, float]:
-    """Run ``model`` (switched to eval mode) over ``loader``; the task's metrics over all ranks.
-
-    Returns ``{"top1", "top5"}`` or ``{"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"}`` in percent,
-    plus ``loss`` (if ``criterion``) and ``samples``.
+    """Run ``model`` (switched to eval mode) over ``loader`` into a fresh ``metrics`` object (see
+    :func:`build_metrics`); its ``compute()`` over all ranks: e.g. ``{"top1", "top5"}`` or
+    ``{"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"}`` in percent, plus ``loss`` (if
+    ``criterion``) and ``samples``.
     """
     model.eval()
-    metrics = ClassificationMetrics(task, num_classes, threshold=threshold, device=device)
+    metrics.reset()
     for images, target in batches(loader):
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
@@ -83,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: training options that `noah eval` can override (the rest come from the run)
-EVAL_OPTIONS = ("data", "task", "batch_size", "workers", "device", "amp", "threshold", "skip_bad_images")
+EVAL_OPTIONS = ("data", "task", "format", "val_split", "difficult", "batch_size", "workers", "device", "amp", "threshold",
+                "skip_bad_images")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,9 +112,8 @@ def run(args: argparse.Namespace) -> int:
         dataset = build_dataset(config, info, args.split, transform)
         loader = eval_loader(dataset, config.batch_size, config.workers, env)
         autocast, _ = autocast_factory(config.amp, env.device)
-        criterion = nn.BCEWithLogitsLoss() if info.task == "multilabel" else nn.CrossEntropyLoss()
-        metrics = evaluate(model, loader, info.task, info.num_classes, env.device, autocast, criterion,
-                           config.threshold)
+        metrics = evaluate(model, loader, build_metrics(info, config.threshold, env.device), env.device, autocast,
+                           build_eval_criterion(info.task))
         if env.is_main:
             if args.json:
                 print(json.dumps({"weights": str(run_info.weights), "data": info.name, "split": args.split,

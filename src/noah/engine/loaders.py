@@ -16,9 +16,10 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
+from noah.data import class_balanced_sampler
 from noah.engine.distributed import DistEnv, ShardSampler
 from noah.engine.seeding import epoch_seed, isolated_rng, sample_seed
-from noah.errors import NoahError
+from noah.errors import ConfigError, NoahError
 
 __all__ = ["TrainLoader", "eval_loader", "batches"]
 
@@ -58,21 +59,52 @@ def _ignore_stop_signals(_worker_id: int) -> None:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
+class _Strided(Sampler[int]):
+    """Every ``world``-th index of ``inner`` from ``rank`` on: one rank's share of a sequence that
+    every rank draws alike."""
+
+    def __init__(self, inner: Sampler[int], rank: int, world: int) -> None:
+        self.inner, self.rank, self.world = inner, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.inner), self.rank, None, self.world)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.inner), self.world))
+
+
+def _class_labels(dataset: Dataset) -> list[int]:
+    """The class index of every sample, for class-balanced sampling; ConfigError for data whose
+    samples have no single class (multi-label)."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = [target for _, target in getattr(dataset, "samples", [])]
+    if not labels or not all(isinstance(label, int) for label in labels):
+        raise ConfigError("--balanced-sampling needs single-label (multi-class) training data")
+    return list(labels)
+
+
 class TrainLoader:
     """The training DataLoader of a run, replayable by epoch and batch.
 
     ``len()`` is the number of batches in a full epoch; :meth:`epoch` gives the batches of one
-    epoch, optionally starting at a later batch. Full batches only (BatchNorm and Mixup want
-    them), unless a rank's share of the data is smaller than one batch.
+    epoch, optionally starting at a later batch. Samples are shuffled, or with ``balanced`` drawn
+    with replacement so that every class is drawn equally often (as many draws per epoch as there
+    are samples). Full batches only (BatchNorm and Mixup want them), unless a rank's share of the
+    data is smaller than one batch.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, workers: int, seed: int, env: DistEnv) -> None:
-        self.seed, self.env = seed, env
+    def __init__(self, dataset: Dataset, batch_size: int, workers: int, seed: int, env: DistEnv,
+                 balanced: bool = False) -> None:
+        self.seed, self.env, self.balanced = seed, env, balanced
         self.samples = _SampleSeeded(dataset, seed)
         self.generator = torch.Generator()
-        if env.distributed:
-            inner: Sampler[int] = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
-                                                     shuffle=True, seed=seed)
+        if balanced:  # every rank draws the same sequence (same seed) and takes its share
+            inner: Sampler[int] = class_balanced_sampler(_class_labels(dataset), generator=self.generator)
+            if env.distributed:
+                inner = _Strided(inner, env.rank, env.world_size)
+        elif env.distributed:
+            inner = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed)
         else:
             inner = RandomSampler(dataset, generator=self.generator)
         self.sampler = _Skipping(inner)
@@ -92,7 +124,7 @@ class TrainLoader:
         """The batches of ``epoch`` from batch ``start_batch`` on (the same batches, in the same
         order, with the same augmentation, as batches ``start_batch, ...`` of a full pass)."""
         self.samples.epoch = epoch
-        self.generator.manual_seed(epoch_seed(self.seed, epoch, self.env.rank))
+        self.generator.manual_seed(epoch_seed(self.seed, epoch, 0 if self.balanced else self.env.rank))
         if isinstance(self.sampler.inner, DistributedSampler):
             self.sampler.inner.set_epoch(epoch)
         self.sampler.skip = start_batch * self.loader.batch_size

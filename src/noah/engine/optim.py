@@ -4,21 +4,42 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
 
 from noah.engine.config import TrainConfig
+from noah.targets import IGNORE_TARGET
 
-__all__ = ["build_criterion", "build_optimizer_and_scheduler"]
+__all__ = ["MultiLabelLoss", "build_criterion", "build_eval_criterion", "build_optimizer_and_scheduler"]
+
+
+class MultiLabelLoss(nn.Module):
+    """BCE-with-logits averaged over the (image, class) pairs whose target is not
+    :data:`~noah.targets.IGNORE_TARGET` (Pascal VOC's "difficult"-only pairs, which the field
+    leaves out); with no such pair it is ``nn.BCEWithLogitsLoss()``."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = target != IGNORE_TARGET
+        if bool(valid.all()):
+            return F.binary_cross_entropy_with_logits(logits, target)
+        loss = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0), reduction="none")
+        return (loss * valid).sum() / valid.sum().clamp(min=1)
+
+
+def build_eval_criterion(task: str) -> nn.Module:
+    """Validation loss: :class:`MultiLabelLoss` (multi-label) or cross-entropy."""
+    return MultiLabelLoss() if task == "multilabel" else nn.CrossEntropyLoss()
 
 
 def build_criterion(config: TrainConfig, task: str, mixup_active: bool) -> nn.Module:
-    """Training loss: BCE-with-logits (multi-label), soft-target CE (Mixup/CutMix), label-smoothing
-    CE, or plain CE."""
+    """Training loss: :class:`MultiLabelLoss` (multi-label), soft-target CE (Mixup/CutMix),
+    label-smoothing CE, or plain CE."""
     if task == "multilabel":
-        return nn.BCEWithLogitsLoss()
+        return MultiLabelLoss()
     if mixup_active:
         return SoftTargetCrossEntropy()
     if config.smoothing > 0:

@@ -36,10 +36,10 @@ from noah.engine.datasets import build_dataset, resolve_data
 from noah.engine.distributed import (
     DistEnv, all_reduce_max, all_reduce_sum, cleanup_distributed, init_distributed, on_main_rank,
 )
-from noah.engine.evaluate import evaluate, format_metrics
+from noah.engine.evaluate import build_metrics, evaluate, format_metrics
 from noah.engine.loaders import TrainLoader, eval_loader
 from noah.engine.model import build_model, load_pretrained, state_dict_mismatch
-from noah.engine.optim import build_criterion, build_optimizer_and_scheduler
+from noah.engine.optim import build_criterion, build_eval_criterion, build_optimizer_and_scheduler
 from noah.engine.precision import autocast_factory
 from noah.engine.preemption import StopSignals
 from noah.engine.recipes import RECIPE_HELP, RECIPES, resolve_config
@@ -330,18 +330,23 @@ def _train_in(run_dir: RunDir, config: TrainConfig, env: DistEnv, resume_path: s
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
 
-    train_loader = TrainLoader(train_set, config.batch_size, config.workers, config.seed, env)
+    train_loader = TrainLoader(train_set, config.batch_size, config.workers, config.seed, env,
+                               balanced=config.balanced_sampling)
     val_loader = eval_loader(val_set, config.batch_size, config.workers, env)
 
     # ---- optimisation
     mixup_active = config.mixup > 0 or config.cutmix > 0
     mixup = None
+    if mixup_active and info.format == "voc" and config.difficult == "ignore":
+        raise ConfigError("Mixup/CutMix cannot mix the ignored targets of Pascal VOC's difficult objects: pass "
+                          "--difficult positive, or --mixup 0 --cutmix 0")
     if mixup_active:
         mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, prob=config.mixup_prob,
                       switch_prob=config.mixup_switch_prob, label_smoothing=config.smoothing,
                       num_classes=info.num_classes, multi_label=task == "multilabel")
     criterion = build_criterion(config, task, mixup_active)
-    val_criterion = nn.BCEWithLogitsLoss() if task == "multilabel" else nn.CrossEntropyLoss()
+    val_criterion = build_eval_criterion(task)
+    val_metrics_state = build_metrics(info, config.threshold, env.device)
     updates_per_epoch = len(train_loader)
     optimizer, scheduler = build_optimizer_and_scheduler(config, model, updates_per_epoch)
     autocast, amp_dtype = autocast_factory(config.amp, env.device)
@@ -390,8 +395,8 @@ def _train_in(run_dir: RunDir, config: TrainConfig, env: DistEnv, resume_path: s
         + (f" x{env.world_size}" if env.distributed else "") + f" -> {run_dir.root}")
 
     def run_eval(m: nn.Module) -> dict[str, float]:
-        return evaluate(m, val_loader, task, info.num_classes, env.device, autocast, criterion=val_criterion,
-                        threshold=config.threshold, channels_last=config.channels_last)
+        return evaluate(m, val_loader, val_metrics_state, env.device, autocast, criterion=val_criterion,
+                        channels_last=config.channels_last)
 
     def checkpoint_state(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
         return {
