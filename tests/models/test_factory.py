@@ -92,7 +92,9 @@ def test_timm_like_interface():
     model.reset_classifier(9)
     assert model.num_classes == 9 and model.head.num_classes == 9
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 9)
-    model.reset_classifier(0)
+    model.reset_classifier(0)  # timm: no classifier -> pooled features; and global_pool='' -> the map
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, model.num_features)
+    model.reset_classifier(0, "")
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, model.num_features, 2, 2)
     gap = noah.create_model("test_resnet", num_classes=4, head="gap")
     assert isinstance(gap.get_classifier(), torch.nn.Linear)
