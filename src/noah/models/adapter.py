@@ -13,7 +13,6 @@ for TorchScript, :meth:`NOAHModel.__prepare_scriptable__` swaps the NOAH head fo
 plain-formula twin (:class:`~noah.models.scripting.ScriptablePOCA`).
 """
 
-from __future__ import annotations
 
 import copy
 import math
@@ -181,6 +180,7 @@ class NOAHModel(nn.Module):
     """
 
     use_backbone_head: torch.jit.Final[bool]
+    __jit_unused_properties__ = ["default_cfg", "feature_info"]
 
     def __init__(
         self,

@@ -7,6 +7,9 @@ import os
 from typing import Any
 
 import timm
+from timm.models import FeatureGraphNet, FeatureHookNet
+from timm.models._builder import pretrained_cfg_for_features
+from timm.models._features import FeatureGetterNet
 from torch import nn
 
 from noah.errors import ConfigError
@@ -15,7 +18,7 @@ from noah.models.folder import DATA_KEYS, read_config
 from noah.models.official import LoadReport, load_state, read_state_dict
 from noah.models.zoo import PAPER_MODELS, BackboneSpec, PaperModel
 
-__all__ = ["create_model", "list_models", "get_paper_model", "DEFAULT_PRESET"]
+__all__ = ["create_model", "list_models", "get_paper_model", "feature_pyramid", "DEFAULT_PRESET"]
 
 #: NOAH settings for backbones outside the paper's table (ResNet18's, the paper's middle ground).
 DEFAULT_PRESET = {"num_heads": 4, "key_ratio": 0.5, "head_dropout": 0.0}
@@ -24,6 +27,8 @@ _PREFIX = "noah_"
 _HEAD_OPTIONS = ("num_heads", "key_ratio", "head_dropout")
 #: pretrained_cfg entries that locate a backbone's own weights; a NOAH model does not inherit them
 _WEIGHT_SOURCE_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "tag", "custom_load")
+#: timm's feature extractors that work on a NOAHModel (its backbone is not one flat sequence)
+_FEATURE_CLASSES = {"getter": FeatureGetterNet, "hook": FeatureHookNet, "fx": FeatureGraphNet}
 
 
 def list_models(pattern: str = "") -> list[PaperModel]:
@@ -75,6 +80,29 @@ def _backbone_cfg(backbone: nn.Module, name: str, head: str, num_classes: int) -
     return cfg
 
 
+def feature_pyramid(
+    model: NOAHModel, out_indices: tuple[int, ...] | int | None = None, feature_cls: str = "getter", **feature_cfg: Any
+) -> nn.Module:
+    """timm's ``features_only`` model for ``model``: its backbone's feature pyramid, no head.
+
+    ``out_indices`` picks levels of ``model.feature_info`` (default: all of a CNN-like pyramid of
+    up to 5 levels, else the last 3, as timm does); ``feature_cls`` is ``"getter"`` (through
+    ``forward_intermediates``), ``"hook"`` or ``"fx"``. Calling the result on ``(B, 3, H, W)``
+    images gives one ``(B, C_i, H / r_i, W / r_i)`` map per level.
+    """
+    cls = _FEATURE_CLASSES.get(feature_cls) if isinstance(feature_cls, str) else feature_cls
+    if cls is None:
+        raise ConfigError(f"feature_cls={feature_cls!r} is not supported for NOAH models; expected one of {', '.join(_FEATURE_CLASSES)}")
+    levels = len(model.feature_info)
+    if not levels:
+        raise ConfigError(f"{type(model.backbone).__name__} describes no feature pyramid (feature_info)")
+    if out_indices is None:
+        out_indices = tuple(range(levels)) if levels <= 5 else 3
+    features = cls(model, out_indices=out_indices, **feature_cfg)
+    features.pretrained_cfg = features.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
+    return features
+
+
 def _from_folder(folder: str, name: str | None, options: dict[str, Any], kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Fill ``options`` (head, classes, head settings) and backbone ``kwargs`` from a saved
     folder's ``config.json`` wherever the caller left them unset; returns the model name."""
@@ -107,7 +135,7 @@ def create_model(
     global_pool: str | None = None,
     pre_logits_size: int | None = None,
     **kwargs: Any,
-) -> NOAHModel:
+) -> nn.Module:
     """Build ``name`` with a NOAH (``head="noah"``, default) or GAP + linear (``head="gap"``) head.
 
     ``name`` is one of the paper's models (``noah.list_models()``, optionally prefixed
@@ -124,12 +152,16 @@ def create_model(
       timm backbones.
 
     Weights for another class count load all but the head, which stays freshly initialised.
+    ``features_only=True`` (with ``out_indices``, ``feature_cls``) returns the backbone's feature
+    pyramid instead (:func:`feature_pyramid`), after any weights are loaded.
     What loading did is in ``model.load_report``. ``global_pool`` sets how pre-logits features
     are pooled (``""``: not at all), ``pre_logits_size`` adds the official narrow-DeiT layer.
     Remaining ``kwargs`` go to the backbone's constructor (e.g. ``drop_path_rate``, ``img_size``).
 
     The model maps ``(B, 3, H, W)`` images to ``(B, num_classes)`` logits.
     """
+    features = {k: kwargs.pop(k) for k in ("out_indices", "feature_cls") if k in kwargs}
+    features_only = kwargs.pop("features_only", False)
     options: dict[str, Any] = dict(
         head=head, num_heads=num_heads, key_ratio=key_ratio, head_dropout=head_dropout, num_classes=num_classes,
         global_pool=global_pool, pre_logits_size=pre_logits_size,
@@ -192,7 +224,7 @@ def create_model(
                 f"no download source for {name}'s weights: pass pretrained=PATH to a local official checkpoint"
             )
         model.load_report = load_state(model, state, source=os.fspath(pretrained), skip_mismatched_head=True)
-    return model
+    return feature_pyramid(model, **features) if features_only else model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -83,6 +83,8 @@ class SpatialReductionAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.sr_ratio = sr_ratio
+        self.sr: nn.Module | None = None
+        self.norm: nn.Module | None = None
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(dim)
@@ -92,10 +94,11 @@ class SpatialReductionAttention(nn.Module):
         heads = self.num_heads
         q = self.q(x).reshape(b, n, heads, c // heads).transpose(1, 2)
         context = x
-        if self.sr_ratio > 1:
+        if self.sr is not None and self.norm is not None:
             spatial = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])
             context = self.norm(self.sr(spatial).flatten(2).transpose(1, 2))
-        k, v = self.kv(context).reshape(b, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+        kv = self.kv(context).reshape(b, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+        k, v = kv[0], kv[1]
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 

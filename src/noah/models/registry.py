@@ -21,18 +21,15 @@ import os
 from typing import Any, Callable
 
 import torch
-from timm.models import FeatureGraphNet, FeatureHookNet, generate_default_cfgs, load_pretrained, register_model
-from timm.models._builder import pretrained_cfg_for_features, resolve_pretrained_cfg
-from timm.models._features import FeatureGetterNet
+from timm.models import generate_default_cfgs, load_pretrained, register_model
+from timm.models._builder import resolve_pretrained_cfg
 
 from noah.errors import ConfigError
-from noah.models.factory import create_model
+from noah.models.factory import create_model, feature_pyramid
 from noah.models.official import remap_official_state_dict
 from noah.models.zoo import PAPER_MODELS
 
-__all__ = ["registered_names", "default_out_indices"]
-
-_FEATURE_CLASSES = {"getter": FeatureGetterNet, "hook": FeatureHookNet, "fx": FeatureGraphNet}
+__all__ = ["registered_names"]
 
 _PAPER = "NOAH: Learning Pairwise Object Category Attentions for Image Classification"
 
@@ -44,26 +41,10 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def default_out_indices(num_levels: int) -> tuple[int, ...] | int:
-    """timm's default ``out_indices``: every level of a CNN-like pyramid (up to 5), else the last 3."""
-    return tuple(range(num_levels)) if num_levels <= 5 else 3
-
-
 def _weights_source(cfg: dict[str, Any]) -> str | None:
     """The local file or folder a resolved pretrained config points at, if any."""
     file = cfg.get("file")
     return os.fspath(file) if file else None
-
-
-def _features(model: torch.nn.Module, cfg: dict[str, Any], feature_cfg: dict[str, Any]) -> torch.nn.Module:
-    kind = feature_cfg.pop("feature_cls", "getter")
-    feature_cls = _FEATURE_CLASSES.get(kind) if isinstance(kind, str) else kind
-    if feature_cls is None:
-        raise ConfigError(f"feature_cls={kind!r} is not supported for NOAH models; expected one of {', '.join(_FEATURE_CLASSES)}")
-    feature_cfg.setdefault("out_indices", default_out_indices(len(model.feature_info)))
-    features = feature_cls(model, **feature_cfg)
-    features.pretrained_cfg = features.default_cfg = pretrained_cfg_for_features(cfg)
-    return features
 
 
 def _entrypoint(paper_name: str) -> Callable[..., Any]:
@@ -96,7 +77,7 @@ def _entrypoint(paper_name: str) -> Callable[..., Any]:
         model.pretrained_cfg = {**cfg, **{k: v for k, v in model.pretrained_cfg.items() if v is not None}}
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
-        return _features(model, model.pretrained_cfg, feature_cfg) if features_only else model
+        return feature_pyramid(model, **feature_cfg) if features_only else model
 
     build.__name__ = build.__qualname__ = variant
     build.__module__ = __name__

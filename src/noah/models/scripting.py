@@ -8,7 +8,6 @@ same numbers. :meth:`NOAHModel.__prepare_scriptable__ <noah.models.adapter.NOAHM
 puts it in place when a model is scripted.
 """
 
-from __future__ import annotations
 
 import torch
 from torch import nn
