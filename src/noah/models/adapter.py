@@ -26,7 +26,7 @@ from torch import nn
 
 from noah.errors import ConfigError, ShapeError
 from noah.head import NOAHHead, NOAHOutput
-from noah.models.official import remap_official_state_dict
+from noah.models.official import translate_official_keys
 from noah.models.scripting import ScriptablePOCA
 
 __all__ = ["NOAHModel", "HEAD_TYPES", "GLOBAL_POOLS", "FeatureMapLayout", "TokenPreLogits"]
@@ -402,7 +402,7 @@ def _official_layout_hook(
     mine = {k[len(prefix):]: k for k in state_dict if k.startswith(prefix)}
     if all(k in own for k in mine):
         return
-    renamed, _ = remap_official_state_dict({k: state_dict[full] for k, full in mine.items()}, module)
+    renamed, _ = translate_official_keys({k: state_dict[full] for k, full in mine.items()}, module)
     for full in mine.values():
         del state_dict[full]
     state_dict.update({prefix + k: v for k, v in renamed.items()})
