@@ -27,15 +27,19 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from torch import nn
 
 from noah.errors import CheckpointError, ConfigError
 from noah.metrics import TASKS
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "is_model_folder", "read_config", "save_pretrained", "model_config"]
+__all__ = [
+    "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "is_model_folder", "read_config", "model_config", "write_model_files",
+    "staged_folder", "save_pretrained",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -129,6 +133,46 @@ def model_config(
     return _json_ready(config)
 
 
+def write_model_files(
+    model: nn.Module,
+    folder: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    task: str = "multiclass",
+    data_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``config.json`` and ``model.safetensors`` of ``model`` into the existing ``folder``
+    (no staging: :func:`save_pretrained` and :func:`staged_folder` make that atomic). Returns the config."""
+    from safetensors.torch import save_file
+
+    config = model_config(model, class_names=class_names, task=task, data_config=data_config)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
+    with open(os.path.join(folder, CONFIG_NAME), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    return config
+
+
+@contextmanager
+def staged_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``folder`` to write into; renamed to ``folder`` when the block
+    ends without error, removed otherwise. ``folder`` must not exist yet (or be empty): nothing is
+    overwritten, and a crash leaves no half-written model."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(f"{folder} already exists and is not an empty folder; choose a new folder (nothing is overwritten)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield staging
+        if folder.exists():
+            folder.rmdir()  # empty (checked above); the rename needs the name free
+        os.rename(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def save_pretrained(
     model: nn.Module,
     folder: str | os.PathLike,
@@ -138,27 +182,11 @@ def save_pretrained(
 ) -> Path:
     """Write ``model`` as ``folder/config.json`` + ``folder/model.safetensors``; returns the folder.
 
-    The folder must not exist yet (or be empty): nothing is overwritten. Both files are written
-    into a temporary folder beside it that is renamed into place, so a crash leaves no half model.
+    ``class_names`` are the labels in logit order, ``task`` is ``"multiclass"`` or
+    ``"multilabel"``, ``data_config`` (timm's ``input_size``, ``mean``, ``std``, ``crop_pct``,
+    ``interpolation``) the input pipeline the model was trained with. The folder must not exist
+    yet (or be empty); it appears complete or not at all (:func:`staged_folder`).
     """
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ConfigError(f"{folder} already exists and is not an empty folder; choose a new folder (nothing is overwritten)")
-    config = model_config(model, class_names=class_names, task=task, data_config=data_config)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        save_file(tensors, staging / WEIGHTS_NAME, metadata={"format": "pt"})
-        with open(staging / CONFIG_NAME, "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
-            f.write("\n")
-        if folder.exists():
-            folder.rmdir()  # empty (checked above); rename needs the name free
-        os.rename(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
+    with staged_folder(folder) as staging:
+        write_model_files(model, staging, class_names=class_names, task=task, data_config=data_config)
+    return Path(folder)
