@@ -75,3 +75,22 @@ def test_safetensors_export_writes_the_config(tmp_path, trained):
     assert config["model_args"] == {"head": "noah", "num_heads": 4, "key_ratio": 0.5, "head_dropout": 0.1}
     assert config["pretrained_cfg"]["mean"] == [0.5, 0.4, 0.3] and config["task"] == "multilabel"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_torchscript_falls_back_to_tracing(tmp_path, trained, monkeypatch):
+    def refuse(module):
+        raise RuntimeError("this backbone does not script")
+
+    monkeypatch.setattr(torch.jit, "script", refuse)
+    check = export_torchscript(trained, tmp_path / "traced.pt", input_size=(3, SIDE, SIDE))
+    assert check.ok and check.method == f"TorchScript (traced at {SIDE}x{SIDE})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pvt_tiny_050", "deit_tiny_050_patch16_224"])
+def test_onnx_export_of_token_models(tmp_path, name):
+    """PVT (this project's backbone) and a ViT (tokens laid out on the grid) export and match."""
+    model = noah.create_model(name, num_classes=4, img_size=SIDE, pre_logits_size=None).eval()
+    check = export_onnx(model, tmp_path / "m.onnx", input_size=(3, SIDE, SIDE))
+    assert check.ok, check.describe()
