@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -103,6 +105,22 @@ def _check(model: nn.Module, run, path: Path, method: str, size: tuple[int, int,
     return ExportCheck(path, method, float((out - reference).abs().max()), _tolerance(reference, rtol, atol), batch)
 
 
+@contextmanager
+def _new_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A partial file beside ``path`` to write and check; moved to ``path`` when the block ends
+    without error, removed otherwise. ``path`` must not exist: nothing is overwritten."""
+    path = Path(path)
+    if path.exists():
+        raise ConfigError(f"{path} already exists; choose a new file (nothing is overwritten)")
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -123,25 +141,18 @@ def export_onnx(
     if opset < MIN_OPSET:
         raise ConfigError(f"ONNX opset {opset} is too old; expected {MIN_OPSET} or newer")
     path = Path(path)
-    if path.exists():
-        raise ConfigError(f"{path} already exists; choose a new file (nothing is overwritten)")
     size = _input_size(model, input_size)
-    example = torch.zeros(batch_size, *size)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
+    with _new_file(path) as partial:
         torch.onnx.export(
-            plain_copy(model), (example,), str(partial), dynamo=True, opset_version=opset, input_names=["images"],
-            output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False,
+            plain_copy(model), (torch.zeros(batch_size, *size),), str(partial), dynamo=True, opset_version=opset,
+            input_names=["images"], output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
         )
         session = onnxruntime.InferenceSession(str(partial), providers=["CPUExecutionProvider"])
         check = _check(
             model, lambda x: session.run(None, {"images": x.numpy()})[0], path, f"ONNX opset {opset}", size,
             batch_size + 1, rtol, atol,
         )
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
     return check
 
 
@@ -156,29 +167,19 @@ def export_torchscript(
     """Write ``model`` as TorchScript (``torch.jit.save``): scripted where the backbone scripts,
     else traced at ``input_size``; reload it and compare with PyTorch on a batch of
     ``batch_size + 1``. The file is not overwritten."""
-    import warnings
-
     path = Path(path)
-    if path.exists():
-        raise ConfigError(f"{path} already exists; choose a new file (nothing is overwritten)")
     size = _input_size(model, input_size)
     twin = plain_copy(model)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _new_file(path) as partial:
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants: known, checked below
         try:
             compiled, method = torch.jit.script(twin), "TorchScript (scripted)"
         except Exception:  # noqa: BLE001 - any backbone that does not script is traced instead
             compiled = torch.jit.trace(twin, torch.zeros(batch_size, *size), check_trace=False)
             method = f"TorchScript (traced at {size[1]}x{size[2]})"
-        partial = path.with_name(f".{path.name}.partial")
-        try:
-            torch.jit.save(compiled, str(partial))
-            loaded = torch.jit.load(str(partial))
-            check = _check(model, loaded, path, method, size, batch_size + 1, rtol, atol)
-            os.replace(partial, path)
-        finally:
-            if partial.exists():
-                partial.unlink()
+        torch.jit.save(compiled, str(partial))
+        check = _check(model, torch.jit.load(str(partial)), path, method, size, batch_size + 1, rtol, atol)
     return check
 
 

@@ -258,3 +258,20 @@ def test_model_ema_v3_tracks_the_model():
     ema_head = ema.module.head.query.weight
     torch.testing.assert_close(ema_head, model.head.query.weight - 0.5)
     assert isinstance(ema.module, NOAHModel) and ema.module.eval()(images()).shape == (1, 5)
+
+
+@pytest.mark.parametrize("name,levels", [("test_convnext", 4), ("test_vit", 3), ("test_efficientnet", 5)])
+def test_any_timm_backbone_gives_its_pyramid(name, levels):
+    """noah.create_model on any timm backbone: features_only / forward_intermediates are the
+    backbone's own (timm's default levels: every CNN stage, the last 3 transformer blocks)."""
+    features = noah.create_model(name, num_heads=2, features_only=True).eval()
+    model = noah.create_model(name, num_classes=3, num_heads=2).eval()
+    x = images()
+    with torch.no_grad():
+        outs = features(x)
+        final, intermediates = model.forward_intermediates(x, indices=levels)
+        own = model.backbone.forward_intermediates(x, indices=levels, intermediates_only=True)
+    assert [o.shape[1] for o in outs] == features.feature_info.channels() and len(outs) == levels
+    for ours, theirs in zip(intermediates, own):
+        torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(final, model.forward_features(x))

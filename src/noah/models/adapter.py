@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 import torch.fx
 from timm.layers import ClassifierHead, SelectAdaptivePool2d, register_notrace_module
+from timm.models._features import feature_take_indices
 from torch import nn
 
 from noah.errors import ConfigError, ShapeError
@@ -376,7 +377,11 @@ class NOAHModel(nn.Module):
     ) -> List[int]:
         """Prune the backbone to what ``forward_intermediates(indices)`` needs; with
         ``prune_head`` drop the head too. Returns the absolute indices taken."""
-        take = self.backbone.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=True)
+        inner = getattr(self.backbone, "prune_intermediate_layers", None)
+        if callable(inner):
+            take = inner(indices, prune_norm=prune_norm, prune_head=True)
+        else:
+            take = feature_take_indices(len(self.feature_info), indices)[0]
         if prune_head:
             self.reset_classifier(0, "")
         return take
