@@ -145,6 +145,9 @@ def test_pooled_backbone_output_is_rejected():
     model = noah.create_model("test_resnet", num_classes=3, num_heads=2)
     with pytest.raises(ShapeError, match=r"expected per-position features with 96 channels"):
         model.to_feature_map(torch.randn(2, 96), (64, 64))
+    vit = noah.create_model("test_vit", num_classes=3, num_heads=2)
+    with pytest.raises(ShapeError, match=r"cannot lay 7 patch tokens of a 64x64 input out on a grid"):
+        vit.to_feature_map(torch.randn(1, 1 + 7, vit.num_features), (64, 64))
 
 
 def test_local_backbone_weights_file(tmp_path):

@@ -68,7 +68,8 @@ class FeatureMapLayout(nn.Module):
             if h * w == num_tokens:
                 return h, w
         raise ShapeError(
-            "cannot lay the patch tokens out on a grid; expected the patch grid of the backbone's patch embedding"
+            "cannot lay " + str(num_tokens) + " patch tokens of a " + str(image_size[0]) + "x" + str(image_size[1])
+            + " input out on a grid; expected the patch grid of the backbone's patch embedding"
         )
 
     def forward(self, features: torch.Tensor, image_size: List[int]) -> torch.Tensor:
