@@ -6,10 +6,10 @@ import csv
 
 import pytest
 
-from noah import cpu_kernel
 from noah.bench import DEFAULT_SHAPES, HeadShape, parse_shape
 from noah.cli import main
 from noah.errors import ConfigError
+from noah.head import cpu_kernel
 
 
 def read_csv(path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -30,3 +31,27 @@ def test_unknown_model_is_one_line_and_exit_2():
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "unknown model 'no_such_model'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`noah models | head -1`: no BrokenPipeError traceback."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # every row is its own write, after the reader has gone
+    proc = subprocess.Popen([sys.executable, "-m", "noah", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away after one line
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141  # 128 + SIGPIPE, as `yes | head -1` ends
+
+
+def test_ctrl_c_is_one_line(monkeypatch, capsys):
+    import noah.commands.models as models_command
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models_command, "run", interrupted)
+    assert main(["models"]) == 130
+    assert capsys.readouterr().err == "noah models: interrupted\n"

@@ -2,6 +2,7 @@
 
 from noah.errors import CheckpointError, ConfigError, DataError, NoahError, ShapeError
 from noah.head import NOAHHead, NOAHOutput
+from noah import cpu_kernel  # noqa: F401  (the old name of noah.head.cpu_kernel, kept as an alias)
 from noah.models import (
     PAPER_MODELS,
     NOAHModel,

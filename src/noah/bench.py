@@ -32,8 +32,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from noah.cpu_kernel import fused_available, fused_status, kernel_disabled
 from noah.errors import ConfigError
+from noah.head.cpu_kernel import fused_available, fused_status, kernel_disabled
 
 __all__ = ["add_arguments", "run", "parse_shape", "HeadShape", "DEFAULT_SHAPES", "PAPER_RUNTIME"]
 
@@ -428,11 +428,11 @@ def _run_memory(args: argparse.Namespace) -> int:
     device = _device(args.device)
     shapes = [parse_shape(s) for s in (args.shapes or [DEFAULT_MEMORY_SHAPE])]
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
-    from noah.head import NOAHHead
+    from noah.head import available_impls
 
     for impl in impls:
-        if impl not in NOAHHead.IMPLS:
-            raise ConfigError(f"unknown head impl {impl!r} in --impls; expected some of {', '.join(NOAHHead.IMPLS)}")
+        if impl not in available_impls():
+            raise ConfigError(f"unknown head impl {impl!r} in --impls; expected some of {', '.join(available_impls())}")
     if device.type == "cpu" and not Path("/proc/self/clear_refs").exists():
         raise ConfigError("--memory on CPU needs Linux's /proc/self/clear_refs to measure peak memory")
     rows = []

@@ -3,17 +3,20 @@
 Each sub-command lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int``; this file only wires them up, so a new command is one line in
 ``COMMANDS``. Errors meant for the user (:class:`noah.errors.NoahError`, missing files, bad
-flags) print as one line and exit with status 2; anything else keeps its traceback.
+flags) print as one line and exit with status 2; anything else keeps its traceback. A closed
+output pipe (``noah models | head``) and Ctrl-C end quietly, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from typing import Sequence
 
-from noah.errors import NoahError
+from noah.errors import NoahError, RunInterrupted
 
 #: command -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,19 +43,41 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> int:
+    """The reader of our output went away (``noah models | head -3``): stop quietly, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail too
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Import only the chosen command's module: `noah models` should not pay for the trainer.
-    chosen = next((a for a in argv if a in COMMANDS), None)
-    parser = build_parser(only=chosen)
-    args = parser.parse_args(argv)
+    command = "noah"
     try:
-        return int(args._run(args) or 0)
-    except (NoahError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-        print(f"noah {args.command}: error: {exc}", file=sys.stderr)
+        # Import only the chosen command's module: `noah models` should not pay for the trainer.
+        chosen = next((a for a in argv if a in COMMANDS), None)
+        parser = build_parser(only=chosen)
+        args = parser.parse_args(argv)
+        command = f"noah {args.command}"
+        status = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
+    except RunInterrupted as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except NoahError as exc:
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
-        print(f"noah {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -11,7 +11,8 @@ import noah
 from noah.engine.distributed import DistEnv
 from noah.engine.evaluate import evaluate
 from noah.engine.recipes import resolve_config
-from noah.engine.train import build_criterion, build_optimizer_and_scheduler, train_one_epoch
+from noah.engine.optim import build_criterion, build_optimizer_and_scheduler
+from noah.engine.train import EpochProgress, epoch_stats, train_one_epoch
 
 
 @pytest.mark.parametrize("num_classes", [5089, 21841])
@@ -28,8 +29,10 @@ def test_one_training_step_and_evaluation(num_classes: int, head: str) -> None:
     classifier = model.head.value if head == "noah" else model.head.fc
     before = classifier.weight.detach().clone()
     model.train()
-    stats, updates = train_one_epoch(model, loader, build_criterion(config, "multiclass", False), optimizer, scheduler,
-                                     epoch=0, num_updates=0, env=DistEnv(), autocast=contextlib.nullcontext)
+    progress = EpochProgress()
+    updates = train_one_epoch(model, loader, build_criterion(config, "multiclass", False), optimizer, scheduler,
+                              epoch=0, num_updates=0, env=DistEnv(), autocast=contextlib.nullcontext, progress=progress)
+    stats = epoch_stats(progress, optimizer, DistEnv())
     assert updates == 1 and torch.isfinite(torch.tensor(stats["loss"]))
     after = classifier.weight.detach()
     assert after.shape[0] == (model.head.num_heads if head == "noah" else 1) * num_classes

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,17 @@ from safetensors.torch import load_file
 
 import noah.engine.train as train_mod
 from noah.cli import main
+from noah.engine import rundir as rundir_module
 from noah.engine.checkpoint import load_checkpoint
+from noah.engine.rundir import RunDir
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "model.safetensors", "summary.json")
+RUN_FILES = ("config.yaml", "classes.json", "metrics.jsonl", "last.pt", "best.pt", "model.safetensors", "summary.json")
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
 
 
 @pytest.mark.parametrize("head", ["noah", "gap"])
@@ -25,6 +35,7 @@ def test_multiclass_run_writes_everything(head: str, image_folder: Path, tmp_pat
     assert rc == 0
     for name in RUN_FILES:
         assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RUN_FILES, ".lock"])  # no temporary files left
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "multiclass" and summary["head"] == head and summary["epochs"] == 2
     assert set(summary["metrics"]) >= {"top1", "top3"}  # 3 classes: top-5 is capped at top-3
@@ -33,8 +44,9 @@ def test_multiclass_run_writes_everything(head: str, image_folder: Path, tmp_pat
     assert [x["epoch"] for x in lines] == [1, 2]
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["head"] == head and config["model"] == "test_resnet" and config["recipe"] == "demo"
+    assert json.loads((out / "classes.json").read_text()) == {"task": "multiclass", "class_names": ["c0", "c1", "c2"]}
     last = load_checkpoint(out / "last.pt")
-    assert last["epoch"] == 2 and {"optimizer", "scheduler", "rng", "model"} <= set(last)
+    assert last["epoch"] == 2 and last["step"] == 0 and {"optimizer", "scheduler", "rng", "model"} <= set(last)
     weights = load_file(out / "model.safetensors")
     assert all(torch.equal(weights[k], v) for k, v in last["model"].items())
     printed = capsys.readouterr().out
@@ -42,7 +54,7 @@ def test_multiclass_run_writes_everything(head: str, image_folder: Path, tmp_pat
 
     # the same weights evaluate to the same numbers through `noah eval`
     capsys.readouterr()
-    assert main(["eval", "--run", str(out), "--json", "--device", "cpu"]) == 0
+    assert main(["eval", "--run", str(out), "--json", "--device", "cpu", "--workers", "0"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["metrics"]["top1"] == pytest.approx(summary["metrics"]["top1"])
     assert evaluated["metrics"]["samples"] == 9
@@ -74,6 +86,65 @@ def test_multilabel_coco_run(coco_folder: Path, tmp_path: Path, tiny_args, capsy
     assert all(p["score"] >= 0.01 for p in pred["predictions"])
 
 
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.name != ".lock"}
+
+
+def test_a_second_run_into_the_same_folder_is_refused_then_overwrite_replaces_it(
+        image_folder: Path, tmp_path: Path, tiny_args, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--data", str(image_folder), "--epochs", "1", "--output", str(out), *tiny_args]
+    assert main(args) == 0
+    before = _hashes(out)
+    capsys.readouterr()
+    assert main([*args, "--lr", "0.5"]) == 2
+    err = _one_line_error(capsys)
+    assert str(out) in err and "--resume auto" in err and "--overwrite" in err
+    assert _hashes(out) == before  # nothing touched
+    assert main([*args, "--resume", "auto", "--overwrite"]) == 2
+    assert "contradict" in _one_line_error(capsys)
+    assert main([*args, "--overwrite", "--epochs", "2"]) == 0
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resuming_with_another_model_names_what_differs(image_folder: Path, tmp_path: Path, tiny_args, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--data", str(image_folder), "--epochs", "2", "--output", str(out), *tiny_args]
+    assert main([*args, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--resume", "auto", "--model", "test_efficientnet", "--num-heads", "2"]) == 2
+    err = _one_line_error(capsys)
+    assert "checkpoint has model test_resnet, this run asks for test_efficientnet" in err
+    assert "checkpoint has num_heads None, this run asks for 2" in err
+    assert main([*args, "--resume", "auto", "--lr", "0.01"]) == 0  # a training setting may change
+    assert "settings changed since the checkpoint: epochs 1 -> 2, lr 0.002 -> 0.01\n" in capsys.readouterr().out
+
+
+def test_a_full_disk_mid_run_is_one_line_naming_the_intact_checkpoint(
+        image_folder: Path, tmp_path: Path, tiny_args, monkeypatch, capsys) -> None:
+    real = rundir_module.write_checkpoint
+
+    def disk_full_at_epoch_2(state, file):
+        if state["epoch"] == 2:
+            file.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(state, file)
+
+    monkeypatch.setattr(rundir_module, "write_checkpoint", disk_full_at_epoch_2)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(image_folder), "--epochs", "3", "--output", str(out), *tiny_args]) == 2
+    err = _one_line_error(capsys)
+    assert err == (f"noah train: error: cannot write {out / 'last.pt'}: No space left on device; "
+                   f"{out / 'last.pt'} (epoch 1) is intact")
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(rundir_module, "write_checkpoint", real)  # space freed: the run continues
+    capsys.readouterr()
+    assert main(["train", "--data", str(image_folder), "--epochs", "3", "--output", str(out), "--resume", "auto",
+                 *tiny_args]) == 0
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(image_folder: Path, tmp_path: Path, tiny_args, monkeypatch,
                                                          capsys) -> None:
     """Epoch 1 trains normally; the loss turns NaN in epoch 2: exit 2, last.pt stays epoch 1's."""
@@ -91,43 +162,30 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(image_folder: Path, tmp
         return criterion
 
     written = {}
-    real_save = train_mod.save_checkpoint
+    real_save = RunDir.save_checkpoint
 
-    def recording_save(state, path):
-        real_save(state, path)
-        written[Path(path).name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    def recording_save(self, state, best=False):
+        real_save(self, state, best)
+        written["last.pt"] = hashlib.sha256(self.file(RunDir.LAST).read_bytes()).hexdigest()
 
     monkeypatch.setattr(train_mod, "build_criterion", poisoned_criterion)
-    monkeypatch.setattr(train_mod, "save_checkpoint", recording_save)
+    monkeypatch.setattr(RunDir, "save_checkpoint", recording_save)
     out = tmp_path / "run"
     rc = main(["train", "--data", str(image_folder), "--epochs", "3", "--output", str(out), *tiny_args])
     assert rc == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "nan" in err and "epoch 2" in err
+    err = _one_line_error(capsys)
+    assert "nan" in err and "epoch 2" in err
     assert hashlib.sha256((out / "last.pt").read_bytes()).hexdigest() == written["last.pt"]
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     assert not (out / "model.safetensors").exists() and not (out / "summary.json").exists()
 
 
-def test_pretrained_official_checkpoint_with_other_class_count(tmp_path: Path) -> None:
-    """An official-format checkpoint (DDP ``module.`` keys under ``state_dict``) for 7 classes
-    fine-tunes a 3-class model: backbone loaded, head left fresh."""
-    import noah
-    from noah.engine.builders import load_pretrained
-
-    source = noah.create_model("test_resnet", num_classes=7)
-    official = {"epoch": 3, "state_dict": {f"module.{k.removeprefix('backbone.')}": v
-                                           for k, v in source.state_dict().items()}}
-    path = tmp_path / "official.pth.tar"
-    torch.save(official, path)
-    target = noah.create_model("test_resnet", num_classes=3)
-    fresh_head = {k: v.clone() for k, v in target.head.state_dict().items()}
-    message = load_pretrained(target, str(path))
-    assert "head newly initialised" in message
-    for k, v in target.state_dict().items():
-        if k.startswith("backbone."):
-            assert torch.equal(v, source.state_dict()[k]), k
-    assert all(torch.equal(v, fresh_head[k]) for k, v in target.head.state_dict().items())
+def test_a_setting_the_backbone_cannot_take_is_refused_before_anything_runs(tmp_path: Path, tiny_args, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["train", *tiny_args, "--model", "test_vit", "--output-stride", "8", "--output", str(out)]
+    assert main(args) == 2
+    assert "model test_vit cannot take --output-stride 8" in _one_line_error(capsys)
+    assert not out.exists() or RunDir(out).run_files() == []
 
 
 @pytest.mark.parametrize("data,task,metric", [("digits", "multiclass", "top1"), ("digits-multilabel", "multilabel", "mAP")])

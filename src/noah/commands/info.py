@@ -6,15 +6,15 @@ import argparse
 
 import torch
 
-from noah.cpu_kernel import fused_status
 from noah.head import NOAHHead
-from noah.models import count_parameters, create_model, get_paper_model
+from noah.head.cpu_kernel import fused_status
+from noah.models import HEAD_TYPES, count_parameters, create_model, get_paper_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a paper model (see `noah models`) or any timm model name")
     parser.add_argument("--num-classes", type=int, default=1000)
-    parser.add_argument("--head", choices=("noah", "gap"), default="noah")
+    parser.add_argument("--head", choices=HEAD_TYPES, default="noah")
     parser.add_argument("--num-heads", type=int, default=None, help="override N")
     parser.add_argument("--key-ratio", type=float, default=None, help="override r")
     parser.add_argument("--img-size", type=int, default=None, help="input side (default: the model's)")

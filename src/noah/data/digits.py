@@ -114,11 +114,11 @@ def split_digit_pools(seed: int) -> dict[str, DigitPools]:
 # no per-pixel noise: it would make every PNG ~4x larger and ~10x slower to compress.
 
 
-def _mask(alpha: np.ndarray) -> Image.Image:
+def alpha_mask(alpha: np.ndarray) -> Image.Image:
     return Image.fromarray(np.round(alpha * 255).astype(np.uint8), mode="L")
 
 
-def _upscale(scan: np.ndarray, height: int, width: int, angle: float) -> np.ndarray:
+def upscale_scan(scan: np.ndarray, height: int, width: int, angle: float) -> np.ndarray:
     """Bicubic upscale of an ink map (values in [0, 1]) to (height, width), rotated by ``angle``°."""
     img = Image.fromarray(scan.astype(np.float32), mode="F")
     img = img.resize((max(width, 1), max(height, 1)), Image.Resampling.BICUBIC)
@@ -192,16 +192,16 @@ def _fragment(rng: np.random.Generator, size: int, pool: DigitPools) -> tuple[Im
     fh, fw = (int(v) for v in rng.integers(3, 6, size=2))
     r0, c0 = int(rng.integers(0, 9 - fh)), int(rng.integers(0, 9 - fw))
     cell = rng.uniform(*_FRAGMENT_HEIGHT) * size / 8
-    alpha = _upscale(scan[r0 : r0 + fh, c0 : c0 + fw], round(fh * cell), round(fw * cell), rng.uniform(-30, 30))
+    alpha = upscale_scan(scan[r0 : r0 + fh, c0 : c0 + fw], round(fh * cell), round(fw * cell), rng.uniform(-30, 30))
     h, w = alpha.shape
     top, left = rng.integers(-h // 3, size - h // 2), rng.integers(-w // 3, size - w // 2)
-    return _mask(alpha * rng.uniform(0.5, 1.0)), int(top), int(left)
+    return alpha_mask(alpha * rng.uniform(0.5, 1.0)), int(top), int(left)
 
 
 _CLUTTER = (_stroke, _blob, _stroke, _blob, _fragment)  # fragments are the hard, digit-like kind
 
 
-def _digit_alpha(rng: np.random.Generator, size: int, scan: np.ndarray) -> tuple[np.ndarray, list[int]]:
+def digit_alpha(rng: np.random.Generator, size: int, scan: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """Upscaled, slightly rotated digit with random contrast, and the box of its ink in that patch.
 
     The scan gets a one-cell empty border before upscaling, so the ink fades to zero inside the
@@ -212,7 +212,7 @@ def _digit_alpha(rng: np.random.Generator, size: int, scan: np.ndarray) -> tuple
     height = rng.uniform(*_DIGIT_HEIGHT) * size
     width = height * rng.uniform(0.7, 1.0)
     padded = np.pad(scan, 1)
-    alpha = _upscale(padded, round(height * 10 / 8), round(width * 10 / 8), rng.uniform(-15, 15))
+    alpha = upscale_scan(padded, round(height * 10 / 8), round(width * 10 / 8), rng.uniform(-15, 15))
     alpha = np.clip(alpha * rng.uniform(1.2, 1.6), 0.0, 1.0) * rng.uniform(0.85, 1.0)
 
     def extent(threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -258,7 +258,7 @@ def render_scene(
     boxes: list[tuple[int, int, int, int]] = []
     for digit in digits:
         scan = pool.images[rng.choice(pool.of_class(digit))]
-        alpha, (ix, iy, iw, ih) = _digit_alpha(rng, size, scan)
+        alpha, (ix, iy, iw, ih) = digit_alpha(rng, size, scan)
         h, w = alpha.shape
         if h > size or w > size:
             continue
@@ -271,7 +271,7 @@ def render_scene(
         box = (x + ix, y + iy, iw, ih)
         local = np.asarray(canvas.crop((x + ix, y + iy, x + ix + iw, y + iy + ih)).resize((1, 1), Image.Resampling.BOX),
                            dtype=np.float64)
-        canvas.paste(_ink_colour(rng, local[0, 0]), (x, y, x + w, y + h), _mask(alpha))
+        canvas.paste(_ink_colour(rng, local[0, 0]), (x, y, x + w, y + h), alpha_mask(alpha))
         boxes.append(box)
         placed.append((int(digit), list(box)))
     draw_clutter(kinds[n_before:])
@@ -279,7 +279,7 @@ def render_scene(
     return canvas, placed
 
 
-def _scene_digits(rng: np.random.Generator, variant: str, index: int) -> list[int]:
+def scene_digits(rng: np.random.Generator, variant: str, index: int) -> list[int]:
     if variant == "multiclass":  # classes cycle, so every split is balanced and holds all ten
         return [index % 10]
     count = int(rng.integers(1, MAX_DIGITS_PER_SCENE + 1))
@@ -317,7 +317,7 @@ def generate_digit_scenes(
             rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
             placed: list[tuple[int, list[int]]] = []
             while not placed:  # an empty scene (nothing fitted) is drawn again from the same stream
-                image, placed = render_scene(rng, pools[split], _scene_digits(rng, variant, index), image_size)
+                image, placed = render_scene(rng, pools[split], scene_digits(rng, variant, index), image_size)
             name = f"{split}_{index:05d}.png"
             if variant == "multiclass":
                 relative = Path(split) / CLASS_NAMES[placed[0][0]] / name

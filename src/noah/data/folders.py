@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Container, Iterator
 
 import torch
 from PIL import Image
@@ -14,7 +14,10 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from noah.errors import ConfigError, DataError
 
-__all__ = ["ImageFileDataset", "image_folder_samples", "coco_samples", "read_coco_categories", "read_image"]
+__all__ = [
+    "ImageFileDataset", "image_folder_samples", "coco_annotations", "coco_samples", "load_coco_json", "read_coco_categories",
+    "read_image",
+]
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
@@ -55,20 +58,22 @@ def image_folder_samples(split_dir: Path, classes: list[str] | None = None) -> t
     return samples, classes
 
 
-def _load_coco(json_path: Path) -> dict[str, Any]:
+def load_coco_json(json_path: Path, kind: str = "a COCO instances") -> dict[str, Any]:
+    """A COCO-style annotation file (``images``, ``annotations``, ``categories`` lists); ``kind``
+    names the expected format in the error."""
     try:
         coco = json.loads(json_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read {json_path} as JSON: {exc}".splitlines()[0]) from exc
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(coco, dict) or not isinstance(coco.get(k), list)]
     if missing:
-        raise DataError(f"{json_path} is not a COCO instances file: no list under {', '.join(repr(k) for k in missing)}")
+        raise DataError(f"{json_path} is not {kind} file: no list under {', '.join(repr(k) for k in missing)}")
     return coco
 
 
 def read_coco_categories(json_path: Path) -> list[tuple[int, str]]:
     """``(category id, name)`` pairs of a COCO instances file, sorted by id."""
-    coco = _load_coco(json_path)
+    coco = load_coco_json(json_path)
     try:
         return sorted((int(c["id"]), str(c["name"])) for c in coco["categories"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -81,24 +86,33 @@ def coco_samples(json_path: Path, image_dir: Path, category_ids: list[int]) -> l
     Images without annotations are kept with an all-zero target (COCO has such images; dropping
     them would change the evaluation set).
     """
-    coco = _load_coco(json_path)
+    coco = load_coco_json(json_path)
     column = {cid: i for i, cid in enumerate(category_ids)}
     try:
         images = {int(img["id"]): str(img["file_name"]) for img in coco["images"]}
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{json_path}: every image needs an integer 'id' and a 'file_name'") from exc
     targets = {image_id: torch.zeros(len(category_ids)) for image_id in images}
+    for image_id, category_id in coco_annotations(coco, json_path, images, column):
+        targets[image_id][column[category_id]] = 1.0
+    return [(str(image_dir / images[i]), targets[i]) for i in sorted(images)]
+
+
+def coco_annotations(
+    coco: dict[str, Any], json_path: Path, image_ids: Container[int], category_ids: Container[int]
+) -> Iterator[tuple[int, int]]:
+    """``(image id, category id)`` of each annotation; a DataError for one that names an image or
+    category not in ``image_ids``/``category_ids`` (``json_path`` names the file)."""
     for ann in coco["annotations"]:
         try:
             image_id, category_id = int(ann["image_id"]), int(ann["category_id"])
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{json_path}: every annotation needs an integer 'image_id' and 'category_id'") from exc
-        if image_id not in targets:
+        if image_id not in image_ids:
             raise DataError(f"{json_path}: annotation {ann.get('id')} refers to unknown image id {image_id}")
-        if category_id not in column:
+        if category_id not in category_ids:
             raise DataError(f"{json_path}: annotation {ann.get('id')} refers to unknown category id {category_id}")
-        targets[image_id][column[category_id]] = 1.0
-    return [(str(image_dir / images[i]), targets[i]) for i in sorted(images)]
+        yield image_id, category_id
 
 
 class ImageFileDataset(Dataset):

@@ -1,88 +1,44 @@
-"""Checkpoint files: written atomically, read with ``torch.load(weights_only=True)``.
+"""What a checkpoint holds and how it is (de)serialised; where it is written is :mod:`~noah.engine.rundir`'s.
 
 A training checkpoint (``last.pt`` / ``best.pt``) is a dict of tensors and plain Python values::
 
-    {"format": "noah-train/1", "epoch": <epochs completed>, "config": {...}, "model": state_dict,
+    {"format": "noah-train/1", "epoch": <epochs completed>, "step": <batches done in the next epoch>,
+     "progress": {"loss_sum", "seen", "time"} (that partial epoch's running totals),
+     "config": {...}, "classes": {"task", "class_names"}, "model": state_dict,
      "optimizer": ..., "scheduler": ..., "scaler": ... | None, "ema": ... | None,
      "rng": {"python": ..., "numpy": ..., "torch": ByteTensor, "cuda": [...]},
-     "metrics": {...}, "best_metric": float | None}
+     "metrics": {...}, "best_metric": float | None, "best_epoch": int | None}
 
-Everything in it is accepted by ``weights_only=True``: RNG states are stored as tensors, lists
-and ints, never as pickled objects.
+``step`` is 0 at the end of an epoch; a checkpoint written when training was asked to stop
+mid-epoch has ``step > 0`` and resumes at that batch. Everything in it is accepted by
+``torch.load(weights_only=True)``: RNG states are stored as tensors, lists and ints, never as
+pickled objects. Weights alone are written as safetensors.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import tempfile
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from noah.errors import CheckpointError
 
 __all__ = [
     "FORMAT",
-    "atomic_save",
-    "save_checkpoint",
+    "write_checkpoint",
     "load_checkpoint",
-    "save_weights",
+    "write_weights",
     "load_weights",
     "rng_state",
     "set_rng_state",
 ]
 
 FORMAT = "noah-train/1"
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates files 0600; finished files get the usual permissions
-_FILE_MODE = 0o666 & ~_current_umask()
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms where directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_save(write: Any, path: str | os.PathLike) -> None:
-    """Call ``write(tmp_path)`` on a temp file next to ``path``, fsync it, then rename it over ``path``.
-
-    A reader sees either the old file or the complete new one, never a partial write, even if
-    the process is killed in between.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
 
 
 def rng_state() -> dict[str, Any]:
@@ -109,9 +65,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """Atomically write a training checkpoint dict (see the module doc) to ``path``."""
-    atomic_save(lambda tmp: torch.save({"format": FORMAT, **state}, tmp), path)
+def write_checkpoint(state: Mapping[str, Any], file: BinaryIO) -> None:
+    """Serialise a training checkpoint dict (see the module doc) into an open binary ``file``."""
+    torch.save({"format": FORMAT, **state}, file)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -124,13 +80,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a noah training checkpoint (no {FORMAT!r} format tag)")
+    state.setdefault("step", 0)  # checkpoints written before mid-epoch stops existed
     return state
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
-    """Atomically write ``model``'s state dict (tensors only) as a safetensors file."""
+def write_weights(model: torch.nn.Module, file: BinaryIO, metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``model``'s state dict (tensors only) as safetensors into an open binary ``file``."""
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    atomic_save(lambda tmp: save_file(tensors, tmp, metadata=dict(metadata or {})), path)
+    file.write(safetensors_bytes(tensors, metadata=dict(metadata or {})))
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:

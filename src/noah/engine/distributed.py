@@ -20,7 +20,7 @@ from noah.errors import ConfigError
 
 __all__ = [
     "DistEnv", "init_distributed", "cleanup_distributed", "resolve_device", "ShardSampler", "all_reduce_sum",
-    "all_reduce_max", "main_rank_first",
+    "all_reduce_max", "main_rank_first", "on_main_rank",
 ]
 
 T = TypeVar("T")
@@ -97,14 +97,9 @@ def all_reduce_max(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return result.cpu()
 
 
-def main_rank_first(fn: Callable[[], T], env: DistEnv) -> T:
-    """``fn()`` on rank 0 first, then on the other ranks (e.g. generating cached data once).
-
-    If it raises on rank 0, every rank raises that error (the others do not call ``fn``), so no
-    rank is left waiting for one that has already given up.
-    """
-    if not env.distributed:
-        return fn()
+def _on_rank_0_shared(fn: Callable[[], T], env: DistEnv) -> T | None:
+    """``fn()`` on rank 0 (its result there, ``None`` elsewhere); if it raises, every rank raises
+    that error, so no rank is left waiting for one that has already given up."""
     outcome: list = [None]
     if env.rank == 0:
         try:
@@ -122,7 +117,26 @@ def main_rank_first(fn: Callable[[], T], env: DistEnv) -> T:
     dist.broadcast_object_list(outcome, src=0)
     if outcome[0] is not None:
         raise outcome[0]
-    return fn()
+    return None
+
+
+def main_rank_first(fn: Callable[[], T], env: DistEnv) -> T:
+    """``fn()`` on rank 0 first, then on the other ranks (e.g. generating cached data once).
+
+    If it raises on rank 0, every rank raises that error (the others do not call ``fn``).
+    """
+    if not env.distributed:
+        return fn()
+    result = _on_rank_0_shared(fn, env)
+    return result if env.rank == 0 else fn()
+
+
+def on_main_rank(fn: Callable[[], T], env: DistEnv) -> T | None:
+    """``fn()`` on rank 0 only (e.g. claiming the run folder); ``None`` on the other ranks. If it
+    raises on rank 0, every rank raises that error."""
+    if not env.distributed:
+        return fn()
+    return _on_rank_0_shared(fn, env)
 
 
 class ShardSampler(Sampler[int]):

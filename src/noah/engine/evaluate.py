@@ -9,14 +9,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from dataclasses import replace
 from typing import Callable, ContextManager, Iterable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from noah.engine.builders import batches
-from noah.engine.distributed import ShardSampler, cleanup_distributed, init_distributed, main_rank_first
+from noah.engine.config import add_config_arguments, given_options
+from noah.engine.datasets import build_dataset, resolve_data
+from noah.engine.distributed import cleanup_distributed, init_distributed
+from noah.engine.loaders import batches, eval_loader
+from noah.engine.model import load_run
+from noah.engine.precision import autocast_factory
+from noah.engine.transforms import build_transform, resolve_data_cfg
+from noah.errors import DataError
 from noah.metrics import ClassificationMetrics
 
 __all__ = ["add_arguments", "run", "evaluate", "format_metrics"]
@@ -69,48 +75,38 @@ def format_metrics(metrics: dict[str, float] | None) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", metavar="DIR", default=None, help="a run folder written by `noah train`")
     parser.add_argument("--checkpoint", metavar="FILE|best|last|final", default=None,
-                        help="weights in the run folder (final = model.safetensors, default) or a .pt checkpoint")
-    parser.add_argument("--data", default=None, help="dataset to evaluate on (default: the run's)")
-    parser.add_argument("--task", choices=["multiclass", "multilabel"], default=None)
+                        help="the run's own weights (final = model.safetensors, the default; best; last), or a "
+                        "weights file or .pt checkpoint (path from the current directory)")
     parser.add_argument("--split", choices=["val", "train"], default="val")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the run's")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default="auto")
-    parser.add_argument("--threshold", type=float, default=None, help="multi-label score threshold")
-    parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_config_arguments(parser, only=EVAL_OPTIONS, default_text="the run's")
+
+
+#: training options that `noah eval` can override (the rest come from the run)
+EVAL_OPTIONS = ("data", "task", "batch_size", "workers", "device", "amp", "threshold", "skip_bad_images")
 
 
 def run(args: argparse.Namespace) -> int:
-    from noah.data import create_dataset, resolve_dataset
-    from noah.engine.builders import autocast_factory, build_transform, load_run, resolve_data_cfg
-    from noah.errors import DataError
-
-    env = init_distributed(args.device)
+    given = given_options(args)
+    env = init_distributed(given.get("device", "auto"))
     try:
         model, run_info = load_run(args.run, args.checkpoint, env.device)
-        config = dict(run_info.config)
-        data = args.data or config["data"]
-        from noah.engine.train import builtin_data_kwargs
-
-        data_kwargs = builtin_data_kwargs(config) if args.data is None else {}
-        info = main_rank_first(lambda: resolve_dataset(data, task=args.task or run_info.task, **data_kwargs), env)
+        config = replace(run_info.config, **given)
+        info = resolve_data(config, env, task=config.task or run_info.task)
         if info.num_classes != run_info.num_classes:
-            raise DataError(f"{data} has {info.num_classes} classes but the model was trained on {run_info.num_classes}")
+            raise DataError(f"{info.name} has {info.num_classes} classes but the model was trained on "
+                            f"{run_info.num_classes}")
         transform = build_transform(config, resolve_data_cfg(config, model), training=False)
-        dataset = create_dataset(info, args.split, transform=transform,
-                                 on_bad_image="skip" if args.skip_bad_images else "error")
-        loader = DataLoader(dataset, batch_size=args.batch_size or config["batch_size"],
-                            sampler=ShardSampler(len(dataset), env.rank, env.world_size),
-                            num_workers=config["workers"] if args.workers is None else args.workers)
-        autocast, _ = autocast_factory(args.amp, env.device)
+        dataset = build_dataset(config, info, args.split, transform)
+        loader = eval_loader(dataset, config.batch_size, config.workers, env)
+        autocast, _ = autocast_factory(config.amp, env.device)
         criterion = nn.BCEWithLogitsLoss() if info.task == "multilabel" else nn.CrossEntropyLoss()
-        threshold = args.threshold if args.threshold is not None else config.get("threshold", 0.5)
-        metrics = evaluate(model, loader, info.task, info.num_classes, env.device, autocast, criterion, threshold)
+        metrics = evaluate(model, loader, info.task, info.num_classes, env.device, autocast, criterion,
+                           config.threshold)
         if env.is_main:
             if args.json:
-                print(json.dumps({"weights": run_info.weights, "data": info.name, "split": args.split, "metrics": metrics}))
+                print(json.dumps({"weights": str(run_info.weights), "data": info.name, "split": args.split,
+                                  "metrics": metrics}))
             else:
                 print(f"{run_info.weights} on {info.name} ({args.split}, {metrics['samples']} images): "
                       f"{format_metrics(metrics)}")

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from noah.errors import DataError
+from noah.data.folders import read_image
 
 __all__ = ["add_arguments", "run", "predict"]
 
@@ -20,21 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--run", metavar="DIR", required=True, help="a run folder written by `noah train`")
     parser.add_argument("--checkpoint", metavar="FILE|best|last|final", default=None,
-                        help="which weights of the run (default: model.safetensors, else best.pt)")
+                        help="the run's own weights (final = model.safetensors, the default; best; last), or a "
+                        "weights file or .pt checkpoint (path from the current directory)")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (multi-class)")
     parser.add_argument("--threshold", type=float, default=None, help="multi-label score threshold (default: the run's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
-
-
-def _open_image(path: str) -> Image.Image:
-    if not os.path.isfile(path):
-        raise DataError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
 @torch.no_grad()
@@ -52,7 +41,7 @@ def predict(
     """Per image, ``(class name, score)`` pairs, best first: the ``top_k`` softmax scores
     (multi-class) or every label whose sigmoid score is at least ``threshold`` (multi-label)."""
     logits = torch.cat([
-        model(torch.stack([transform(_open_image(p)) for p in paths[i : i + batch_size]]).to(device)).float()
+        model(torch.stack([transform(read_image(p)) for p in paths[i : i + batch_size]]).to(device)).float()
         for i in range(0, len(paths), batch_size)
     ])
     results = []
@@ -68,13 +57,14 @@ def predict(
 
 
 def run(args: argparse.Namespace) -> int:
-    from noah.engine.builders import build_transform, load_run, resolve_data_cfg
     from noah.engine.distributed import resolve_device
+    from noah.engine.model import load_run
+    from noah.engine.transforms import build_transform, resolve_data_cfg
 
     device = resolve_device(args.device)
     model, info = load_run(args.run, args.checkpoint, device)
     transform = build_transform(info.config, resolve_data_cfg(info.config, model), training=False)
-    threshold = args.threshold if args.threshold is not None else info.config.get("threshold", 0.5)
+    threshold = args.threshold if args.threshold is not None else info.config.threshold
     results = predict(model, transform, args.images, info.task, info.class_names, device, args.top_k, threshold)
     for path, pairs in zip(args.images, results):
         if args.json:

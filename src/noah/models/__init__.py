@@ -8,10 +8,12 @@ from noah.models.mobilenetv3 import MobileNetV3Small
 from noah.models.official import LoadReport, load_official_checkpoint
 from noah.models.pvt import PyramidVisionTransformer
 from noah.models.registry import registered_names
+from noah.models.settings import BACKBONE_SETTINGS, BackboneFacts, backbone_facts
 from noah.models.zoo import PAPER_MODELS, PaperModel
 
 __all__ = [
     "HEAD_TYPES", "NOAHModel", "DEFAULT_PRESET", "count_parameters", "create_model", "get_paper_model",
     "list_models", "LoadReport", "load_official_checkpoint", "MobileNetV3Small", "PyramidVisionTransformer",
-    "registered_names", "PAPER_MODELS", "PaperModel", "save_pretrained",
+    "registered_names", "PAPER_MODELS", "PaperModel", "save_pretrained", "BACKBONE_SETTINGS", "BackboneFacts",
+    "backbone_facts",
 ]

@@ -16,14 +16,14 @@ from noah.errors import ConfigError
 from noah.models.adapter import HEAD_TYPES, NOAHModel, token_stride
 from noah.models.folder import DATA_KEYS, read_config
 from noah.models.official import LoadReport, load_state, read_state_dict
-from noah.models.zoo import PAPER_MODELS, BackboneSpec, PaperModel
+from noah.models.settings import BACKBONE_SETTINGS, backbone_facts, require_known_model
+from noah.models.zoo import PAPER_MODELS, BackboneSpec, PaperModel, get_paper_model
 
 __all__ = ["create_model", "list_models", "get_paper_model", "feature_pyramid", "DEFAULT_PRESET"]
 
 #: NOAH settings for backbones outside the paper's table (ResNet18's, the paper's middle ground).
 DEFAULT_PRESET = {"num_heads": 4, "key_ratio": 0.5, "head_dropout": 0.0}
 
-_PREFIX = "noah_"
 _HEAD_OPTIONS = ("num_heads", "key_ratio", "head_dropout")
 #: pretrained_cfg entries that locate a backbone's own weights; a NOAH model does not inherit them
 _WEIGHT_SOURCE_KEYS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "tag", "custom_load")
@@ -35,11 +35,6 @@ def list_models(pattern: str = "") -> list[PaperModel]:
     """The paper's models whose name contains ``pattern``, in the paper's order (SPEC §4 plus
     MobileNetV3-Small from the project page)."""
     return [m for m in PAPER_MODELS.values() if pattern in m.name]
-
-
-def get_paper_model(name: str) -> PaperModel | None:
-    """The paper row for ``name`` (with or without the ``noah_`` prefix), else ``None``."""
-    return PAPER_MODELS.get(name[len(_PREFIX):] if name.startswith(_PREFIX) else name)
 
 
 def _timm_backbone(name: str, pretrained: bool | str, **kwargs: Any) -> BackboneSpec:
@@ -58,6 +53,22 @@ def _timm_backbone(name: str, pretrained: bool | str, **kwargs: Any) -> Backbone
         # Some models have no un-pooled head mode; their forward_features is then the input.
         model = timm.create_model(name, num_classes=0, **extra, **kwargs)
         return BackboneSpec(model, model.num_features, use_backbone_head=False)
+
+
+def _check_backbone_settings(name: str, kwargs: dict[str, Any]) -> None:
+    """:class:`ConfigError` for a setting of :data:`BACKBONE_SETTINGS` that ``name``'s backbone
+    does not take (it would be refused or, worse, silently ignored)."""
+    given = [k for k in BACKBONE_SETTINGS if kwargs.get(k) is not None]
+    if not given:
+        return
+    facts = backbone_facts(name)
+    refused = [k for k in given if not facts.takes(k)]
+    if refused:
+        setting = refused[0]
+        raise ConfigError(
+            f"model {name} cannot take {setting}={kwargs[setting]!r}: its backbone ({facts.class_name}) has no "
+            f"{setting} setting"
+        )
 
 
 def _backbone_cfg(backbone: nn.Module, name: str, head: str, num_classes: int) -> dict[str, Any]:
@@ -108,7 +119,7 @@ def _from_folder(folder: str, name: str | None, options: dict[str, Any], kwargs:
     folder's ``config.json`` wherever the caller left them unset; returns the model name."""
     config = read_config(folder)
     architecture = config["architecture"]
-    if name is not None and name.removeprefix(_PREFIX) != architecture.removeprefix(_PREFIX):
+    if name is not None and name.removeprefix("noah_") != architecture.removeprefix("noah_"):
         raise ConfigError(f"{folder} holds a {architecture} model, not {name}")
     args = dict(config.get("model_args", {}))
     for key in ("head", *_HEAD_OPTIONS, "pre_logits_size"):
@@ -177,7 +188,8 @@ def create_model(
         raise ConfigError(f"unknown head {head!r}; expected one of {', '.join(HEAD_TYPES)}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
         raise ConfigError(f"num_classes must be a non-negative integer, got {num_classes!r}")
-    paper = get_paper_model(name)
+    paper = require_known_model(name)
+    _check_backbone_settings(name, kwargs)
     state = None
     if paper is not None and isinstance(pretrained, (str, os.PathLike)) and folder_config is None:
         state = read_state_dict(pretrained)
@@ -188,14 +200,10 @@ def create_model(
         preset = paper.preset()
         spec = paper.build_backbone(**kwargs)
         cfg = paper.pretrained_cfg(head, num_classes)
-    elif timm.is_model(name):
+    else:
         preset = dict(DEFAULT_PRESET)
         spec = _timm_backbone(name, False if folder_config else pretrained, **kwargs)
         cfg = _backbone_cfg(spec.module, name, head, num_classes)
-    else:
-        raise ConfigError(
-            f"unknown model {name!r}: expected one of the paper's models (`noah models`) or a timm model name"
-        )
     for key in _HEAD_OPTIONS:
         if options[key] is not None:
             preset[key] = options[key]

@@ -14,7 +14,7 @@ it for any backbone::
       "model_args": {"head": "noah", "num_heads": 4, "key_ratio": 0.5, "head_dropout": 0.1, ...},
       "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [...], "std": [...],
                          "crop_pct": 0.875, "interpolation": "bilinear", ...},
-      "task": "multiclass",                   # or "multilabel" (how the logits are read)
+      "task": "multiclass",                   # the training task (how the logits are read)
       "noah_format": 1
     }
 
@@ -34,7 +34,6 @@ from typing import Any, Iterator, Sequence
 from torch import nn
 
 from noah.errors import CheckpointError, ConfigError
-from noah.metrics import TASKS
 
 __all__ = [
     "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "is_model_folder", "read_config", "model_config", "write_model_files",
@@ -70,8 +69,8 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} names no architecture (expected a timm-style config with 'architecture')")
     if not isinstance(config.get("num_classes", 0), int) or not isinstance(config.get("model_args", {}), dict):
         raise CheckpointError(f"{path}: 'num_classes' must be an integer and 'model_args' an object")
-    if config.get("task", "multiclass") not in TASKS:
-        raise CheckpointError(f"{path}: unknown task {config.get('task')!r}; expected one of {', '.join(TASKS)}")
+    if not isinstance(config.get("task", "multiclass"), str) or not config.get("task", "multiclass"):
+        raise CheckpointError(f"{path}: 'task' must name the task the model was trained for, got {config.get('task')!r}")
     return config
 
 
@@ -97,8 +96,8 @@ def model_config(
     ``mean``, ``std``, ``crop_pct``, ``interpolation``) overrides the model's ``pretrained_cfg``
     with the pipeline the model was trained with.
     """
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if not isinstance(task, str) or not task:
+        raise ConfigError(f"task must name the task the model was trained for (e.g. multiclass), got {task!r}")
     if class_names is not None and len(class_names) != model.num_classes:
         raise ConfigError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
     cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in ("file", "url", "state_dict", "hf_hub_id", "source")}
@@ -182,8 +181,8 @@ def save_pretrained(
 ) -> Path:
     """Write ``model`` as ``folder/config.json`` + ``folder/model.safetensors``; returns the folder.
 
-    ``class_names`` are the labels in logit order, ``task`` is ``"multiclass"`` or
-    ``"multilabel"``, ``data_config`` (timm's ``input_size``, ``mean``, ``std``, ``crop_pct``,
+    ``class_names`` are the labels in logit order, ``task`` the training task (the data
+    layer's name: ``"multiclass"``, ``"multilabel"``, ...), ``data_config`` (timm's ``input_size``, ``mean``, ``std``, ``crop_pct``,
     ``interpolation``) the input pipeline the model was trained with. The folder must not exist
     yet (or be empty); it appears complete or not at all (:func:`staged_folder`).
     """

@@ -20,7 +20,7 @@ from noah.models.mobilenetv3 import MobileNetV3Small
 from noah.models.pvt import PyramidVisionTransformer, pvt_tiny_args
 from noah.models.shufflenet import shufflenet_v2_x1_0_backbone
 
-__all__ = ["PaperModel", "PAPER_MODELS", "BackboneSpec", "OFFICIAL_CODE"]
+__all__ = ["PaperModel", "PAPER_MODELS", "BackboneSpec", "OFFICIAL_CODE", "get_paper_model"]
 
 
 @dataclass(frozen=True)
@@ -194,3 +194,8 @@ _ROWS = [
 PAPER_MODELS: dict[str, PaperModel] = {
     row[0]: PaperModel(*row, param_note=_PARAM_NOTES.get(row[0], "")) for row in _ROWS
 }
+
+
+def get_paper_model(name: str) -> PaperModel | None:
+    """The paper row for ``name`` (with or without the ``noah_`` prefix), else ``None``."""
+    return PAPER_MODELS.get(name.removeprefix("noah_"))

@@ -1,4 +1,4 @@
-"""The fused CPU kernel (``noah._poca`` through :mod:`noah.cpu_kernel`) against the plain head.
+"""The fused CPU kernel (``noah._poca`` through :mod:`noah.head.cpu_kernel`) against the plain head.
 
 The kernel is the default float32 CPU inference path wherever it is built; every test here
 checks that the head really went through it (a spy counts the calls) and that it gives the plain
@@ -17,7 +17,8 @@ import sys
 import pytest
 import torch
 
-from noah import NOAHHead, cpu_kernel
+from noah import NOAHHead
+from noah.head import cpu_kernel
 
 needs_kernel = pytest.mark.skipif(
     not cpu_kernel.fused_available(), reason=f"fused CPU kernel not usable here: {cpu_kernel.fused_status()}"
@@ -161,7 +162,7 @@ def test_overflowing_keys_fall_back_to_the_exact_softmax(spy):
         x = torch.randn(2, 16, 3, 3)
         expected = plain(x)
         assert torch.isfinite(expected).all()
-        assert fast._logits_fused(x) is None  # 2^(centred key) overflowed
+        assert cpu_kernel.fused_head_logits(fast, x) is None  # 2^(centred key) overflowed
         assert_matches(fast(x), expected)
 
 

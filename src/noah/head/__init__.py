@@ -1,0 +1,52 @@
+"""The NOAH head: pairwise object category attention (POCA) over a feature map.
+
+For a feature map ``X`` with ``C`` channels at ``L = H*W`` positions, ``M`` classes, ``N`` POCA
+blocks and key ratio ``r`` (SPEC §2):
+
+* the first ``Ck = int(C*r)`` channels feed the key embedding, the other ``Cv = C - Ck`` the
+  value embedding (second-level split);
+* each part is cut into ``N`` equal consecutive channel groups (first-level split);
+* block ``n`` projects its key group to ``K_n`` (``M x L``) and its value group to ``V_n``
+  (``M x L``), both 1x1 projections with bias;
+* ``A_n = softmax_L(K_n)``; the logits are ``y = sum_n sum_l A_n[:, l] * V_n[:, l]``.
+
+:class:`NOAHHead` (:mod:`~noah.head.module`) holds the parameters in the official layout and
+hands the computation to a registered implementation (:mod:`~noah.head.registry`); all of them
+compute the same numbers:
+
+``"plain"`` (:mod:`~noah.head.plain`)
+    the formula as written (grouped ``conv2d``, softmax, product, sum) -- the reference.
+``"fast"`` (:mod:`~noah.head.fast`, default)
+    batched matmuls over one channels-last view of ``X`` with an explicit softmax; for CPU
+    inference, kernels that never materialise the attention: the compiled ``noah._poca``
+    (:mod:`~noah.head.cpu_kernel`, float32) or cache-sized chunks of PyTorch ops.
+``"lean"`` (:mod:`~noah.head.lean`)
+    the fast implementation with a custom autograd function for training that keeps only the
+    input for backward and recomputes the maps class chunk by class chunk.
+
+Each module below registers what it defines when imported; a new implementation or kernel is a
+new module and one import line here.
+"""
+
+from noah.head.layout import split_channels
+from noah.head.module import NOAHHead, NOAHOutput
+from noah.head.registry import (
+    HeadImpl,
+    LogitsKernel,
+    available_impls,
+    get_impl,
+    register_impl,
+    register_kernel,
+)
+
+# implementations and kernels register themselves on import, one line each
+# (kernels are tried in their `order`: lean 10, cpu_fused 20, chunked 30)
+from noah.head import fast  # noqa: F401  (impl "fast", kernel "chunked")
+from noah.head import plain  # noqa: F401  (impl "plain")
+from noah.head import lean  # noqa: F401  (impl "lean", kernel "lean")
+from noah.head import cpu_kernel  # noqa: F401  (kernel "cpu_fused")
+
+__all__ = [
+    "NOAHHead", "NOAHOutput", "split_channels", "HeadImpl", "LogitsKernel", "available_impls", "get_impl",
+    "register_impl", "register_kernel",
+]

@@ -1,0 +1,158 @@
+"""The NOAH head module: parameters, configuration and the forward pass's dispatch.
+
+:class:`NOAHHead` holds the parameters in two grouped 1x1 ``Conv2d`` modules named ``query`` (key
+embedding) and ``value``, exactly as in the official checkpoints (output channel ``n*M + m``), so
+released weights load unchanged. It validates its configuration and its input, and hands the
+computation to the implementation chosen by name (:meth:`NOAHHead.set_impl`; see
+:mod:`noah.head.registry`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from noah.errors import ConfigError, ShapeError
+from noah.head.layout import split_channels
+from noah.head.registry import available_impls, get_impl
+
+__all__ = ["NOAHHead", "NOAHOutput"]
+
+
+class NOAHOutput(NamedTuple):
+    """What :meth:`NOAHHead.forward` returns with ``return_maps=True``.
+
+    ``logits`` is ``(B, M)``; ``attention`` and ``value`` are ``(B, N, M, H, W)``: per POCA block,
+    the softmax attention over positions and the value map (after dropout, as used).
+    """
+
+    logits: torch.Tensor
+    attention: torch.Tensor
+    value: torch.Tensor
+
+
+class _RegisteredImpls:
+    """``NOAHHead.IMPLS``: the names of the registered implementations, read at each access."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> tuple[str, ...]:
+        return available_impls()
+
+
+class NOAHHead(nn.Module):
+    """Non-glObal Attentive Head: ``(B, C, H, W)`` features to ``(B, num_classes)`` logits.
+
+    Args:
+        in_channels: ``C``, channels of the feature map.
+        num_classes: ``M``.
+        num_heads: ``N``, the number of POCA blocks.
+        key_ratio: ``r``, share of the channels that feed the key embedding.
+        dropout: dropout rate applied to the value maps during training.
+        head_split: first-level split; ``False`` lets every block see all key/value channels.
+        kv_split: second-level split; ``False`` feeds all ``C`` channels to both embeddings.
+        impl: ``"fast"`` (default), ``"plain"``, ``"lean"`` or another registered
+            implementation (:func:`noah.head.available_impls`); all give the same numbers, see
+            :meth:`set_impl`.
+        chunk_elements: working-set size, in map elements, of one chunk of the chunked paths
+            (``"fast"`` CPU inference through PyTorch ops, and ``"lean"``; the compiled kernel
+            blocks its work by itself); only speed and peak memory depend on it. ``None``: each
+            path's default (:data:`noah.head.fast.INFERENCE_CHUNK`, :data:`noah.head.lean.LEAN_CHUNK`).
+    """
+
+    #: names of the registered implementations (:func:`noah.head.available_impls`), e.g. for CLI choices
+    IMPLS = _RegisteredImpls()
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        num_heads: int = 4,
+        key_ratio: float = 0.5,
+        dropout: float = 0.0,
+        head_split: bool = True,
+        kv_split: bool = True,
+        impl: str = "fast",
+        chunk_elements: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0:
+            raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if chunk_elements is not None and (not isinstance(chunk_elements, int) or chunk_elements <= 0):
+            raise ConfigError(f"chunk_elements must be a positive integer, got {chunk_elements!r}")
+        key_channels, value_channels, _, _ = split_channels(in_channels, num_heads, key_ratio, head_split, kv_split)
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.num_heads = num_heads
+        self.key_ratio = float(key_ratio)
+        self.head_split = head_split
+        self.kv_split = kv_split
+        self.key_channels = key_channels
+        self.value_channels = value_channels
+        self.chunk_elements = chunk_elements
+        out = num_heads * num_classes
+        self.query = nn.Conv2d(key_channels, out, kernel_size=1, groups=self.groups, bias=True)
+        self.value = nn.Conv2d(value_channels, out, kernel_size=1, groups=self.groups, bias=True)
+        self.dropout = nn.Dropout(dropout)
+        self.set_impl(impl)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official initialisation: Kaiming-normal (fan_out) weights, zero biases."""
+        for conv in (self.query, self.value):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+
+    def set_impl(self, impl: str) -> "NOAHHead":
+        """Choose the implementation by its registered name (``"fast"``, ``"plain"``, ``"lean"``,
+        ...; :func:`noah.head.available_impls`); returns ``self``.
+
+        ``"plain"`` is the reference formula, ``"fast"`` the quick one, ``"lean"`` the fast one
+        with a training backward that keeps no ``(B, N, M, L)`` activations (recomputes them in
+        class chunks; slower backward, a fraction of the memory). Only how dropout masks are
+        drawn differs: ``"fast"`` draws the same mask as ``"plain"`` for the same seed,
+        ``"lean"`` draws its own (same distribution). While traced by ``torch.compile``,
+        ``torch.export`` or the ONNX exporter, ``"fast"`` and ``"lean"`` both use the explicit
+        matmul + softmax formulation (one graph, no Python loop; Inductor fuses it).
+        """
+        get_impl(impl)  # an unknown name is a ConfigError listing the registered ones
+        self.impl = impl
+        return self
+
+    @property
+    def groups(self) -> int:
+        return self.num_heads if self.head_split else 1
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, num_classes={self.num_classes}, num_heads={self.num_heads}, "
+            f"key_ratio={self.key_ratio}, head_split={self.head_split}, kv_split={self.kv_split}, impl={self.impl!r}"
+        )
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ShapeError(
+                f"NOAHHead expects a feature map of shape (B, C, H, W) with C={self.in_channels}, "
+                f"got a {x.dim()}-d tensor of shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ShapeError(
+                f"NOAHHead expects {self.in_channels} input channels (B, C, H, W), got {x.shape[1]} "
+                f"in a tensor of shape {tuple(x.shape)}"
+            )
+
+    def forward(self, x: torch.Tensor, return_maps: bool = False) -> torch.Tensor | NOAHOutput:
+        """Logits ``(B, M)`` for features ``(B, C, H, W)``.
+
+        With ``return_maps=True``, a :class:`NOAHOutput` that also holds the attention and value
+        maps ``(B, N, M, H, W)`` of the same pass.
+        """
+        self._check_input(x)
+        impl = get_impl(self.impl)
+        if not return_maps:
+            return impl.logits(self, x)
+        logits, attention, values = impl.logits_and_maps(self, x)
+        shape = (x.shape[0], self.num_heads, self.num_classes, x.shape[2], x.shape[3])
+        return NOAHOutput(logits, attention.reshape(shape), values.reshape(shape))
