@@ -9,11 +9,11 @@ import sys
 from noah.cli import main
 
 
-def test_models_prints_all_25_rows(capsys):
+def test_models_prints_all_26_rows(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.split()[:1] and line.split()[0] in {m.name for m in __import__("noah").list_models()}]
-    assert len(rows) == 25
+    assert len(rows) == 26
     assert "resnet18" in out and "11.69 /  11.70" in out
     assert "printed count not reproducible" in out
 

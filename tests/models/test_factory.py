@@ -92,7 +92,9 @@ def test_timm_like_interface():
     model.reset_classifier(9)
     assert model.num_classes == 9 and model.head.num_classes == 9
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 9)
-    model.reset_classifier(0)
+    model.reset_classifier(0)  # timm: no classifier -> pooled features; and global_pool='' -> the map
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, model.num_features)
+    model.reset_classifier(0, "")
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, model.num_features, 2, 2)
     gap = noah.create_model("test_resnet", num_classes=4, head="gap")
     assert isinstance(gap.get_classifier(), torch.nn.Linear)
@@ -143,6 +145,9 @@ def test_pooled_backbone_output_is_rejected():
     model = noah.create_model("test_resnet", num_classes=3, num_heads=2)
     with pytest.raises(ShapeError, match=r"expected per-position features with 96 channels"):
         model.to_feature_map(torch.randn(2, 96), (64, 64))
+    vit = noah.create_model("test_vit", num_classes=3, num_heads=2)
+    with pytest.raises(ShapeError, match=r"cannot lay 7 patch tokens of a 64x64 input out on a grid"):
+        vit.to_feature_map(torch.randn(1, 1 + 7, vit.num_features), (64, 64))
 
 
 def test_local_backbone_weights_file(tmp_path):

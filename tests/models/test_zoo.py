@@ -1,4 +1,4 @@
-"""The paper's 25 models: presets, parameter counts (SPEC §4), and that each one trains."""
+"""The paper's 26 models: presets, parameter counts (SPEC §4, project page), and that each one trains."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ def built_params(name: str) -> tuple[float, float]:
         return (count_parameters(create_model(name, head="gap")) / 1e6, count_parameters(create_model(name)) / 1e6)
 
 
-def test_all_25_models_are_listed_with_presets():
+def test_all_26_models_are_listed_with_presets():
     rows = noah.list_models()
-    assert len(rows) == 25 and [r.name for r in rows] == NAMES
+    assert len(rows) == 26 and [r.name for r in rows] == NAMES
     assert {r.family for r in rows} == {"CNN", "ViT", "MLP"}
-    assert sum(r.family == "CNN" for r in rows) == 9
+    assert sum(r.family == "CNN" for r in rows) == 10
+    assert PAPER_MODELS["mobilenetv3_small"].preset() == {"num_heads": 8, "key_ratio": 0.25, "head_dropout": 0.2}
     assert PAPER_MODELS["mobilenetv2_035"].preset() == {"num_heads": 8, "key_ratio": 0.25, "head_dropout": 0.2}
     assert PAPER_MODELS["resnet50"].preset() == {"num_heads": 4, "key_ratio": 0.125, "head_dropout": 0.1}
     assert [r.name for r in noah.list_models("pvt")] == ["pvt_tiny", "pvt_tiny_075", "pvt_tiny_050"]

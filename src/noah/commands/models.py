@@ -1,4 +1,4 @@
-"""``noah models``: the paper's 25 models, their presets, and measured vs printed sizes."""
+"""``noah models``: the paper's 26 models, their presets, and measured vs printed sizes."""
 
 from __future__ import annotations
 

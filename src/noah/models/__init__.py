@@ -1,7 +1,10 @@
-"""Backbone adapters, the paper's model zoo, PVT v1, and the model factory."""
+"""Backbone adapters, the paper's model zoo, PVT v1, MobileNetV3-Small, the model factory,
+official-checkpoint loading and the saved-folder format; registers ``noah_*`` models with timm."""
 
 from noah.models.adapter import HEAD_TYPES, NOAHModel
 from noah.models.factory import DEFAULT_PRESET, count_parameters, create_model, get_paper_model, list_models
+from noah.models.folder import save_pretrained
+from noah.models.mobilenetv3 import MobileNetV3Small
 from noah.models.official import LoadReport, load_official_checkpoint
 from noah.models.pvt import PyramidVisionTransformer
 from noah.models.registry import registered_names
@@ -10,6 +13,7 @@ from noah.models.zoo import PAPER_MODELS, PaperModel
 
 __all__ = [
     "HEAD_TYPES", "NOAHModel", "DEFAULT_PRESET", "count_parameters", "create_model", "get_paper_model",
-    "list_models", "LoadReport", "load_official_checkpoint", "PyramidVisionTransformer", "registered_names",
-    "PAPER_MODELS", "PaperModel", "BACKBONE_SETTINGS", "BackboneFacts", "backbone_facts",
+    "list_models", "LoadReport", "load_official_checkpoint", "MobileNetV3Small", "PyramidVisionTransformer",
+    "registered_names", "PAPER_MODELS", "PaperModel", "save_pretrained", "BACKBONE_SETTINGS", "BackboneFacts",
+    "backbone_facts",
 ]
