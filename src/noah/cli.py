@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("noah.engine.train", "train a model (built-in digit scenes by default)"),
     "eval": ("noah.engine.evaluate", "evaluate a trained run or checkpoint on a dataset"),
     "predict": ("noah.engine.predict", "classify image files with a trained run"),
+    "export": ("noah.engine.export", "write a trained run as a portable model folder, ONNX or TorchScript"),
 }
 
 

@@ -146,7 +146,7 @@ def export_onnx(
         torch.onnx.export(
             plain_copy(model), (torch.zeros(batch_size, *size),), str(partial), dynamo=True, opset_version=opset,
             input_names=["images"], output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-            external_data=False,
+            external_data=False, verbose=False,
         )
         session = onnxruntime.InferenceSession(str(partial), providers=["CPUExecutionProvider"])
         check = _check(
