@@ -76,3 +76,37 @@ def test_builtin_inat_trains_balanced_and_reports_the_long_tail(tmp_path: Path, 
     assert summary["num_classes"] == 100
     assert {"top1", "top5"} <= set(summary["metrics"])
     assert any(k.startswith("top1_") for k in summary["metrics"]) and any("/" in k for k in summary["metrics"])
+
+
+@pytest.mark.slow
+def test_builtin_reid_trains_identities_and_evaluates_retrieval(tmp_path: Path, small: list[str], capsys) -> None:
+    out = tmp_path / "reid"
+    args = ["train", "--data", "digits-reid", "--embed-dim", "32", "--image-width", "24", "--output", str(out), *small,
+            "--data-size", "40", "30"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "reid" and summary["best"]["epoch"] == 1 and "mAP" in summary["best"]
+    metrics = summary["metrics"]
+    assert {"rank1", "rank5", "rank10", "mAP", "queries", "gallery"} <= set(metrics)
+    assert 0 < metrics["queries"] and metrics["rank1"] <= metrics["rank5"] <= metrics["rank10"] <= 100
+    capsys.readouterr()
+    assert main(["eval", "--run", str(out), "--json", "--device", "cpu", "--embedding-pool", "average"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)["metrics"]
+    assert evaluated["queries"] == metrics["queries"] and 0 <= evaluated["mAP"] <= 100
+
+
+def test_the_reid_embedding_pools_where_the_head_attends() -> None:
+    import noah
+
+    model = noah.create_model("test_resnet", num_classes=5, embed_dim=8).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = model.embed(model.forward_features(x))
+        attention = model.forward_with_maps(x).attention.mean(dim=(1, 2))  # (B, h, w)
+        expected = (features * attention[:, None]).sum(dim=(2, 3))
+        assert torch.allclose(model.forward_embedding(x), expected, atol=1e-6)
+        assert torch.allclose(model.forward_embedding(x, "average"), features.mean(dim=(2, 3)), atol=1e-6)
+        gap = noah.create_model("test_resnet", num_classes=5, embed_dim=8, head="gap").eval()
+        gap_features = gap.embed(gap.forward_features(x)).mean(dim=(2, 3))
+        assert torch.allclose(gap.forward_embedding(x), gap_features, atol=1e-6)  # GAP heads always average
+        assert torch.allclose(gap.forward_head(gap.forward_features(x), pre_logits=True), gap_features, atol=1e-6)

@@ -29,12 +29,13 @@ import yaml
 from noah.data import BUILTIN_DATASETS, FORMATS, TASKS
 from noah.errors import ConfigError
 from noah.head import available_impls
-from noah.models import HEAD_TYPES
+from noah.metrics import DISTANCES
+from noah.models import EMBEDDING_POOLS, HEAD_TYPES
 
 __all__ = ["TrainConfig", "add_config_arguments", "config_fields", "load_yaml_config", "MODEL_DEFINING_FIELDS"]
 
 #: what makes a checkpoint's weights belong to a model; a resumed run must match these
-MODEL_DEFINING_FIELDS = ("model", "head", "num_heads", "key_ratio", "head_dropout", "output_stride")
+MODEL_DEFINING_FIELDS = ("model", "head", "num_heads", "key_ratio", "head_dropout", "output_stride", "embed_dim")
 
 Check = Callable[[Any], "str | None"]  # returns what the value should be, or None if it is fine
 
@@ -121,8 +122,10 @@ class TrainConfig:
                                      "long-tailed multi-class data)", group="data")
     data_size: tuple[int, int] | None = option(None, "built-in data: number of generated training and validation "
                                                "images", group="data", metavar=("TRAIN", "VAL"), check=_all(_at_least(1)))
-    image_size: int | None = option(None, "input size in pixels (default: the model's)", group="data",
+    image_size: int | None = option(None, "input size (height) in pixels (default: the model's)", group="data",
                                     check=_at_least(1))
+    image_width: int | None = option(None, "input width in pixels if not square (re-ID: 128 for 256-high "
+                                     "persons; default: the image size)", group="data", check=_at_least(1))
     workers: int = option(2, "data-loader processes per rank", group="data", check=_at_least(0))
     skip_bad_images: bool = option(False, "skip (and count) unreadable images instead of failing", group="data")
     threshold: float = option(0.5, "multi-label score threshold for CP/CR/OP/OR and `noah predict`", group="data",
@@ -145,10 +148,18 @@ class TrainConfig:
                                        group="model", choices=(8, 16))
     pretrained: str | None = option(None, "local weights: an official NOAH checkpoint or a backbone state dict",
                                     group="model", metavar="FILE")
+    embed_dim: int | None = option(None, "a per-position linear embedding of this width before the head (re-ID: "
+                                   "512, the paper's FC after pooling); its pooled output is the retrieval "
+                                   "descriptor", group="model", check=_at_least(1))
+    embedding_pool: str = option("attention", "re-ID descriptor of a NOAH model: the embedding map pooled where the "
+                                 "head attends (attention) or uniformly (average, what GAP models always do)",
+                                 group="model", choices=EMBEDDING_POOLS)
+    reid_distance: str = option("cosine", "re-ID matching distance", group="data", choices=DISTANCES)
     # ---- optimisation (timm.optim.create_optimizer_v2 / timm.scheduler.create_scheduler_v2)
     epochs: int = option(100, "epochs to train", group="optimisation", check=_at_least(1))
     batch_size: int = option(256, "batch size per process", group="optimisation", check=_at_least(1))
     opt: str = option("sgd", "any timm optimizer name: sgd, adamw, ...", group="optimisation")
+    amsgrad: bool = option(False, "the AMSGrad variant of Adam / AdamW", group="optimisation")
     lr: float = option(0.1, "peak learning rate", group="optimisation", check=_between(0, math.inf, low_open=True))
     momentum: float = option(0.9, "SGD momentum", group="optimisation", check=_between(0, 1))
     weight_decay: float = option(1e-4, "weight decay", group="optimisation", check=_at_least(0))

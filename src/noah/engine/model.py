@@ -35,12 +35,14 @@ def _backbone_kwargs(config: TrainConfig) -> dict[str, Any]:
                               f"has no {setting} setting")
         kwargs[setting] = value
     if config.image_size:
-        if facts.takes("img_size"):
-            kwargs["img_size"] = config.image_size  # position embeddings are built for this size
-        elif facts.fixed_input_size and config.image_size != facts.input_size[-1]:
+        size = (config.image_size, config.image_width or config.image_size)
+        if facts.takes("img_size"):  # position embeddings are built for this size
+            kwargs["img_size"] = size if size[0] != size[1] else size[0]
+        elif facts.fixed_input_size and size != tuple(facts.input_size[1:]):
             raise ConfigError(
                 f"model {config.model} cannot take --image-size {config.image_size}: its backbone "
-                f"({facts.class_name}) only runs at {facts.input_size[-1]} px and has no img_size setting"
+                f"({facts.class_name}) only runs at {facts.input_size[1]}x{facts.input_size[2]} px and has no "
+                "img_size setting"
             )
         # else: a backbone that runs at any size (most CNNs); only the transforms change
     return kwargs
@@ -55,7 +57,7 @@ def build_model(config: TrainConfig, num_classes: int) -> NOAHModel:
     not take them.
     """
     model = noah.create_model(config.model, num_classes=num_classes, head=config.head, num_heads=config.num_heads,
-                              key_ratio=config.key_ratio, head_dropout=config.head_dropout,
+                              key_ratio=config.key_ratio, head_dropout=config.head_dropout, embed_dim=config.embed_dim,
                               **_backbone_kwargs(config))
     if isinstance(model.head, NOAHHead):
         model.head.set_impl(config.head_impl)

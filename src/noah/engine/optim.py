@@ -31,7 +31,8 @@ class MultiLabelLoss(nn.Module):
 
 
 def build_eval_criterion(task: str) -> nn.Module:
-    """Validation loss: :class:`MultiLabelLoss` (multi-label) or cross-entropy."""
+    """Validation loss: :class:`MultiLabelLoss` (multi-label) or cross-entropy (multi-class; re-ID
+    trains as identity classification)."""
     return MultiLabelLoss() if task == "multilabel" else nn.CrossEntropyLoss()
 
 
@@ -54,8 +55,9 @@ def build_optimizer_and_scheduler(config: TrainConfig, model: nn.Module, updates
     optimizer's groups. The scheduler is stepped with ``step_update(num_updates)`` after every
     optimizer step, so warm-up and decay are smooth within epochs.
     """
+    extra = {"amsgrad": True} if config.amsgrad else {}
     optimizer = create_optimizer_v2(model, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay,
-                                    momentum=config.momentum, filter_bias_and_bn=not config.bn_wd)
+                                    momentum=config.momentum, filter_bias_and_bn=not config.bn_wd, **extra)
     # linear warm-up first, then the schedule over the remaining epochs (ends at min_lr on time)
     warmup = config.warmup_epochs
     scheduler, _ = create_scheduler_v2(

@@ -72,6 +72,19 @@ RECIPES: dict[str, dict[str, Any]] = {
         "weight_decay": 1e-4, "sched": "step", "decay_epochs": 5, "decay_rate": 0.1,
         "freeze_backbone_epochs": 2,
     },
+    # Market-1501 person re-ID with ResNet50 and the 512-d embedding (SPEC §5): people are 256x128,
+    # resized whole (no crop: the whole person is the identity), flipped
+    "reid": {
+        "model": "resnet50", "data": None, "embed_dim": 512, "image_size": 256, "image_width": 128,
+        "train_crop": "squash", "crop_pct": 1.0, "hflip": 0.5, "epochs": 350, "batch_size": 64, "opt": "sgd",
+        "lr": 0.065, "momentum": 0.9, "weight_decay": 1e-4, "sched": "multistep", "decay_milestones": [150, 225, 300],
+        "decay_rate": 0.1,
+    },
+    "reid-finetune": {
+        "model": "resnet50", "data": None, "embed_dim": 512, "image_size": 256, "image_width": 128,
+        "train_crop": "squash", "crop_pct": 1.0, "hflip": 0.5, "epochs": 150, "batch_size": 64, "opt": "adam",
+        "amsgrad": True, "lr": 3e-4, "weight_decay": 1e-4, "sched": "step", "decay_epochs": 60, "decay_rate": 0.1,
+    },
 }
 
 RECIPE_HELP = {
@@ -86,6 +99,10 @@ RECIPE_HELP = {
     "strong augmentation, stochastic depth, EMA",
     "coco": "MS-COCO multi-label fine-tuning: 448 px, SGD lr 0.01 x0.1 every 5 epochs, 30 epochs, batch 16, "
     "wd 1e-4, backbone frozen for 2 epochs",
+    "reid": "Market-1501 re-ID from scratch: ResNet50 + 512-d embedding, 256x128, SGD lr 0.065 x0.1 at epochs "
+    "150/225/300, 350 epochs, batch 64, wd 1e-4",
+    "reid-finetune": "Market-1501 re-ID fine-tuning (with --pretrained): AMSGrad lr 3e-4 x0.1 every 60 epochs, "
+    "150 epochs, batch 64, wd 1e-4",
 }
 
 

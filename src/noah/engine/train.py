@@ -36,10 +36,10 @@ from noah.engine.datasets import build_dataset, resolve_data
 from noah.engine.distributed import (
     DistEnv, all_reduce_max, all_reduce_sum, cleanup_distributed, init_distributed, on_main_rank,
 )
-from noah.engine.evaluate import build_metrics, evaluate, format_metrics
-from noah.engine.loaders import TrainLoader, eval_loader
+from noah.engine.evaluate import Validation, format_metrics
+from noah.engine.loaders import TrainLoader
 from noah.engine.model import build_model, load_pretrained, state_dict_mismatch
-from noah.engine.optim import build_criterion, build_eval_criterion, build_optimizer_and_scheduler
+from noah.engine.optim import build_criterion, build_optimizer_and_scheduler
 from noah.engine.precision import autocast_factory
 from noah.engine.preemption import StopSignals
 from noah.engine.recipes import RECIPE_HELP, RECIPES, resolve_config
@@ -322,7 +322,7 @@ def _train_in(run_dir: RunDir, config: TrainConfig, env: DistEnv, resume_path: s
         say(load_pretrained(model, config.pretrained))
     data_cfg = resolve_data_cfg(config, model)
     train_set = build_dataset(config, info, "train", build_transform(config, data_cfg, True))
-    val_set = build_dataset(config, info, "val", build_transform(config, data_cfg, False))
+    validation = Validation(config, info, data_cfg, env)
 
     model.to(env.device)
     if config.sync_bn and env.distributed:
@@ -332,7 +332,6 @@ def _train_in(run_dir: RunDir, config: TrainConfig, env: DistEnv, resume_path: s
 
     train_loader = TrainLoader(train_set, config.batch_size, config.workers, config.seed, env,
                                balanced=config.balanced_sampling)
-    val_loader = eval_loader(val_set, config.batch_size, config.workers, env)
 
     # ---- optimisation
     mixup_active = config.mixup > 0 or config.cutmix > 0
@@ -345,8 +344,6 @@ def _train_in(run_dir: RunDir, config: TrainConfig, env: DistEnv, resume_path: s
                       switch_prob=config.mixup_switch_prob, label_smoothing=config.smoothing,
                       num_classes=info.num_classes, multi_label=task == "multilabel")
     criterion = build_criterion(config, task, mixup_active)
-    val_criterion = build_eval_criterion(task)
-    val_metrics_state = build_metrics(info, config.threshold, env.device)
     updates_per_epoch = len(train_loader)
     optimizer, scheduler = build_optimizer_and_scheduler(config, model, updates_per_epoch)
     autocast, amp_dtype = autocast_factory(config.amp, env.device)
@@ -390,13 +387,12 @@ def _train_in(run_dir: RunDir, config: TrainConfig, env: DistEnv, resume_path: s
         run_dir.write_classes(task, info.class_names)
         run_dir.trim_metrics(start_epoch)
     say(f"training {config.model} ({config.head} head, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
-        f"params) on {info.name}: {task}, {info.num_classes} classes, {len(train_set)} train / {len(val_set)} val "
+        f"params) on {info.name}: {task}, {info.num_classes} classes, {len(train_set)} train / {validation.num_images} val "
         f"images, {config.epochs} epochs, recipe {config.recipe}, device {env.device}"
         + (f" x{env.world_size}" if env.distributed else "") + f" -> {run_dir.root}")
 
     def run_eval(m: nn.Module) -> dict[str, float]:
-        return evaluate(m, val_loader, val_metrics_state, env.device, autocast, criterion=val_criterion,
-                        channels_last=config.channels_last)
+        return validation(m, autocast)
 
     def checkpoint_state(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
         return {
@@ -481,8 +477,8 @@ def _train_in(run_dir: RunDir, config: TrainConfig, env: DistEnv, resume_path: s
         "task": task, "model": config.model, "head": config.head, "recipe": config.recipe,
         "data": info.name, "num_classes": info.num_classes, "epochs": config.epochs,
         "metrics": val_metrics, "best": {"epoch": best_epoch, key: best_metric},
-        "train_images": len(train_set), "val_images": len(val_set),
-        "skipped_images": _count_unreadable(train_set, env) + _count_unreadable(val_set, env),
+        "train_images": len(train_set), "val_images": validation.num_images,
+        "skipped_images": sum(_count_unreadable(d, env) for d in (train_set, *validation.datasets)),
         "world_size": env.world_size, "wall_time_s": round(time.perf_counter() - t0, 1), "output": str(run_dir.root),
     }
     if ema_metrics is not None:

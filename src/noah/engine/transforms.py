@@ -17,7 +17,7 @@ def resolve_data_cfg(config: TrainConfig, model: torch.nn.Module) -> dict[str, A
     """timm's data config for ``model`` (mean, std, interpolation), with the config's input size."""
     data_cfg = timm.data.resolve_data_config(model=model)
     if config.image_size:
-        data_cfg["input_size"] = (3, config.image_size, config.image_size)
+        data_cfg["input_size"] = (3, config.image_size, config.image_width or config.image_size)
     data_cfg["crop_pct"] = float(config.crop_pct or data_cfg.get("crop_pct") or 0.875)
     return data_cfg
 

@@ -30,9 +30,12 @@ from noah.head import NOAHHead, NOAHOutput
 from noah.models.official import translate_official_keys
 from noah.models.scripting import ScriptablePOCA
 
-__all__ = ["NOAHModel", "HEAD_TYPES", "GLOBAL_POOLS", "FeatureMapLayout", "TokenPreLogits"]
+__all__ = ["NOAHModel", "HEAD_TYPES", "GLOBAL_POOLS", "EMBEDDING_POOLS", "FeatureMapLayout", "TokenPreLogits",
+           "PositionEmbedding"]
 
 HEAD_TYPES = ("noah", "gap")
+#: how :meth:`NOAHModel.forward_embedding` pools the embedding map over positions
+EMBEDDING_POOLS = ("attention", "average")
 #: pooling of the pre-logits features (and of the GAP head); '' keeps the map
 GLOBAL_POOLS = ("avg", "max", "avgmax", "")
 
@@ -100,6 +103,20 @@ class TokenPreLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.fc(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+
+
+class PositionEmbedding(nn.Module):
+    """A linear embedding applied at every position of a ``(B, C, H, W)`` map, ``C -> out_features``
+    (key ``fc``). Averaged over the positions it is the same as a linear layer after global
+    average pooling -- the re-ID models' "FC after pooling" -- so a GAP head and a NOAH head can
+    share it."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 def call_head(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -179,6 +196,9 @@ class NOAHModel(nn.Module):
         pre_logits_size: width of a per-position ``Linear + Tanh`` layer between the features
             and the head (the official DeiT models narrower than 192 have one, of width 192);
             ``None`` for none.
+        embed_dim: width of a per-position linear embedding (:class:`PositionEmbedding`) between
+            the features and the head, whose pooled output :meth:`forward_embedding` returns (the
+            re-ID models' 512-d feature); ``None`` for none.
     """
 
     use_backbone_head: torch.jit.Final[bool]
@@ -198,16 +218,20 @@ class NOAHModel(nn.Module):
         pretrained_cfg: dict[str, Any] | None = None,
         global_pool: str = "avg",
         pre_logits_size: int | None = None,
+        embed_dim: int | None = None,
     ) -> None:
         super().__init__()
         if head not in HEAD_TYPES:
             raise ConfigError(f"unknown head {head!r}; expected one of {', '.join(HEAD_TYPES)}")
         if pre_logits_size is not None and (not isinstance(pre_logits_size, int) or pre_logits_size <= 0):
             raise ConfigError(f"pre_logits_size must be a positive integer or None, got {pre_logits_size!r}")
+        if embed_dim is not None and (not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim <= 0):
+            raise ConfigError(f"embed_dim must be a positive integer or None, got {embed_dim!r}")
         self.backbone = backbone
         self.num_features = num_features
-        self.head_hidden_size = pre_logits_size or num_features
+        self.head_hidden_size = embed_dim or pre_logits_size or num_features
         self.pre_logits_size = pre_logits_size
+        self.embed_dim = embed_dim
         self.head_type = head
         self.num_heads = num_heads
         self.key_ratio = key_ratio
@@ -219,6 +243,7 @@ class NOAHModel(nn.Module):
         channels_last = str(getattr(backbone, "output_fmt", "NCHW")) == "NHWC"
         self.layout = FeatureMapLayout(num_features, self.num_prefix_tokens, channels_last, token_stride(backbone))
         self.pre_logits = TokenPreLogits(num_features, pre_logits_size) if pre_logits_size else nn.Identity()
+        self.embed = PositionEmbedding(pre_logits_size or num_features, embed_dim) if embed_dim else nn.Identity()
         self.global_pool = global_pool
         self.pool = _global_pool(global_pool)
         self.pretrained_cfg = dict(pretrained_cfg or {})
@@ -324,7 +349,7 @@ class NOAHModel(nn.Module):
         features the classifier would see -- for NOAH the spatial mean of its input map (the head
         itself consumes the whole map) -- or that map with ``global_pool=''``.
         """
-        x = self.pre_logits(x)
+        x = self.embed(self.pre_logits(x))
         if pre_logits or self.num_classes == 0:
             return self.pool(x)
         if torch.jit.is_scripting():
@@ -345,7 +370,26 @@ class NOAHModel(nn.Module):
         """Logits plus the per-block attention and value maps ``(B, N, M, h, w)`` in one pass."""
         if not isinstance(self.head, NOAHHead):
             raise ConfigError("forward_with_maps needs a model built with head='noah' and num_classes > 0")
-        return self.head(self.pre_logits(self.forward_features(x)), return_maps=True)
+        return self.head(self.embed(self.pre_logits(self.forward_features(x))), return_maps=True)
+
+    @torch.jit.ignore
+    def forward_embedding(self, x: torch.Tensor, pool: str = "attention") -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` to one ``(B, head_hidden_size)`` descriptor per image, for
+        retrieval (re-ID): the map the head reads, pooled over positions.
+
+        ``pool="average"`` is global average pooling -- with ``embed_dim`` set, exactly the
+        "FC after GAP" embedding of the re-ID literature. ``pool="attention"`` (NOAH heads only;
+        GAP heads always average) weights each position by the head's attention there, averaged
+        over the POCA blocks and the training classes: the same features, pooled where the
+        head looks instead of uniformly.
+        """
+        if pool not in EMBEDDING_POOLS:
+            raise ConfigError(f"unknown embedding pool {pool!r}; expected one of {', '.join(EMBEDDING_POOLS)}")
+        features = self.embed(self.pre_logits(self.forward_features(x)))
+        if pool == "average" or not isinstance(self.head, NOAHHead):
+            return features.mean(dim=(2, 3))
+        weights = self.head(features, return_maps=True).attention.mean(dim=(1, 2))  # (B, h, w), sums to 1
+        return torch.einsum("bchw,bhw->bc", features, weights)
 
     @torch.jit.ignore
     def forward_intermediates(

@@ -122,7 +122,7 @@ def _from_folder(folder: str, name: str | None, options: dict[str, Any], kwargs:
     if name is not None and name.removeprefix("noah_") != architecture.removeprefix("noah_"):
         raise ConfigError(f"{folder} holds a {architecture} model, not {name}")
     args = dict(config.get("model_args", {}))
-    for key in ("head", *_HEAD_OPTIONS, "pre_logits_size"):
+    for key in ("head", *_HEAD_OPTIONS, "pre_logits_size", "embed_dim"):
         if options.get(key) is None and key in args:
             options[key] = args[key]
         args.pop(key, None)
@@ -145,6 +145,7 @@ def create_model(
     pretrained: bool | str = False,
     global_pool: str | None = None,
     pre_logits_size: int | None = None,
+    embed_dim: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build ``name`` with a NOAH (``head="noah"``, default) or GAP + linear (``head="gap"``) head.
@@ -166,7 +167,9 @@ def create_model(
     ``features_only=True`` (with ``out_indices``, ``feature_cls``) returns the backbone's feature
     pyramid instead (:func:`feature_pyramid`), after any weights are loaded.
     What loading did is in ``model.load_report``. ``global_pool`` sets how pre-logits features
-    are pooled (``""``: not at all), ``pre_logits_size`` adds the official narrow-DeiT layer.
+    are pooled (``""``: not at all), ``pre_logits_size`` adds the official narrow-DeiT layer,
+    ``embed_dim`` a per-position linear embedding before the head (re-ID's 512-d feature, see
+    :meth:`NOAHModel.forward_embedding`).
     Remaining ``kwargs`` go to the backbone's constructor (e.g. ``drop_path_rate``, ``img_size``).
 
     The model maps ``(B, 3, H, W)`` images to ``(B, num_classes)`` logits.
@@ -175,7 +178,7 @@ def create_model(
     features_only = kwargs.pop("features_only", False)
     options: dict[str, Any] = dict(
         head=head, num_heads=num_heads, key_ratio=key_ratio, head_dropout=head_dropout, num_classes=num_classes,
-        global_pool=global_pool, pre_logits_size=pre_logits_size,
+        global_pool=global_pool, pre_logits_size=pre_logits_size, embed_dim=embed_dim,
     )
     folder_config: dict[str, Any] | None = None
     if isinstance(pretrained, (str, os.PathLike)) and os.path.isdir(pretrained):
@@ -216,6 +219,7 @@ def create_model(
         pretrained_cfg=cfg,
         global_pool="avg" if options["global_pool"] is None else options["global_pool"],
         pre_logits_size=options["pre_logits_size"],
+        embed_dim=options["embed_dim"],
         **preset,
     )
     model.backbone_args = dict(kwargs)  # what rebuilds the backbone (saved with the model)

@@ -116,6 +116,8 @@ def model_config(
     }
     if model.pre_logits_size:
         model_args["pre_logits_size"] = model.pre_logits_size
+    if model.embed_dim:
+        model_args["embed_dim"] = model.embed_dim
     model_args.update({k: v for k, v in getattr(model, "backbone_args", {}).items() if k not in _TRAINING_ARGS})
     config = {
         "architecture": architecture,
