@@ -137,12 +137,22 @@ def _next_power_of_2(value: int, low: int, high: int) -> int:
     return min(high, max(low, 1 << max(0, value - 1).bit_length()))
 
 
+#: per operand dtype: input channels per recomputation step, widest gradient chunk. With 32
+#: positions x 64 classes per tile and 8 warps, these compile for sm_90 without register spills
+#: (ptxas via ``cuobjdump --dump-resource-usage``; float32: 8 bytes in the weight-gradient kernel)
+_CHANNEL_TILES = {torch.bfloat16: (64, 64), torch.float16: (64, 64), torch.float32: (16, 32), torch.float64: (16, 16)}
+
+
 def choose_tiles(batch: int, length: int, classes: int, heads: int, key_channels: int, value_channels: int,
                  dtype: torch.dtype, device: torch.device) -> Any:
-    """The :class:`~noah.head.triton_kernels.Tiles` of one call (a heuristic: untuned on a GPU)."""
+    """The :class:`~noah.head.triton_kernels.Tiles` of one call: a heuristic, not tuned on a GPU.
+
+    A backward program owns a chunk of ``block_cw`` input channels and recomputes the key/value
+    tiles over all channels, so a block with more channels than that recomputes once per chunk.
+    """
     block_m = 64
-    wide = dtype != torch.float64  # float64 tiles take twice the shared memory: halve the chunks
-    block_cw = _next_power_of_2(max(key_channels, value_channels), 16, 128 if wide else 64)
+    block_c, widest = _CHANNEL_TILES[dtype]
+    block_cw = _next_power_of_2(max(key_channels, value_channels), 16, widest)
     splits = 1
     if device.type == "cuda":
         # enough weight-gradient programs to fill the GPU twice over
@@ -150,11 +160,8 @@ def choose_tiles(batch: int, length: int, classes: int, heads: int, key_channels
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         splits = max(1, min(batch, -(-2 * sms // programs)))
     return _kernels().Tiles(
-        block_l=_next_power_of_2(length, 16, 64),
-        block_m=block_m,
-        block_c={torch.bfloat16: 64, torch.float16: 64, torch.float32: 32}.get(dtype, 16),
-        block_cw=block_cw,
-        splits=splits,
+        block_l=_next_power_of_2(length, 16, 32), block_m=block_m, block_c=block_c, block_cw=block_cw,
+        splits=splits, forward_warps=8, backward_warps=8,
     )
 
 

@@ -19,7 +19,8 @@ and ``y_n = sum_l A V'``. Three kernels, none of which writes an ``L x M`` map t
 
 Matmul operands stay in the input dtype (float32, bfloat16, float16 or float64); every sum runs in
 ``ACC`` (float64 for float64 inputs, else float32). Dropout keeps element ``(b, n, m, l)`` when
-``tl.rand(seed, ((b*N + n)*M + m)*L + l) >= p``, so the backward regenerates the forward's mask.
+``tl.rand(seed + b*N + n, m*L + l) >= p`` (Philox keyed per image and block), so the backward
+regenerates the forward's mask.
 
 This module imports Triton and defines its kernels at import: :mod:`noah.head.triton_impl`
 imports it on first use. Under ``TRITON_INTERPRET=1`` (set before Triton is first imported) the
@@ -53,6 +54,9 @@ class Tiles(NamedTuple):
     block_cw: int
     #: image ranges of :func:`backward_weights` (its partial sums are added up afterwards)
     splits: int
+    #: warps per program of the forward and of the backward kernels
+    forward_warps: int = 4
+    backward_warps: int = 8
 
 
 class KernelArgs(NamedTuple):
@@ -112,23 +116,24 @@ def _project(x_ptr, sx_r, sx_c, col0, rows, row_mask, w_ptr, sw_m, sw_c, b_ptr, 
 
 
 @triton.jit
-def _dropout_scale(seed, p, first, offs_l, offs_m, L, ACC: tl.constexpr):
+def _dropout_scale(seed, p, offs_l, offs_m, L, ACC: tl.constexpr):
     """The scaled dropout mask of a ``(BL, BM)`` tile: ``1/(1-p)`` where kept, else 0.
 
-    ``first`` is ``(b*N + n)*M`` (int64); element ``(l, m)`` draws at ``(first + m)*L + l``."""
-    offsets = (first + offs_m[None, :]) * L + offs_l[:, None]
-    keep = tl.rand(seed, offsets) >= p
+    ``seed`` is the (image, block)'s Philox key ``seed + b*N + n``; element ``(l, m)`` draws at
+    counter ``m*L + l`` (32-bit counters: half the registers of 64-bit ones)."""
+    keep = tl.rand(seed, offs_m[None, :] * L + offs_l[:, None]) >= p
     return tl.where(keep, 1.0 / (1.0 - p), 0.0).to(ACC)
 
 
 @triton.jit
 def _tiles(xk_ptr, sxk_r, sxk_c, xv_ptr, sxv_r, sxv_c, kcol, vcol, b, offs_l, l_mask,
            wk_ptr, swk_m, swk_c, bk_ptr, sbk_m, wv_ptr, swv_m, swv_c, bv_ptr, sbv_m, offs_m, m_mask,
-           first, seed, p, L, ck, cv,
+           seed, p, L, ck, cv,
            DROPOUT: tl.constexpr, BL: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr,
            ACC: tl.constexpr, PRECISION: tl.constexpr):
     """Key logits (``-inf`` at positions past ``L``), dropped-out values and the dropout scale
-    (1 without dropout) of one (image, block) tile, all ``(BL, BM)`` in ``ACC``."""
+    (1 without dropout) of one (image, block) tile, all ``(BL, BM)`` in ``ACC``; ``seed`` is
+    the (image, block)'s dropout key."""
     rows = b * L + offs_l
     keys = _project(xk_ptr, sxk_r, sxk_c, kcol, rows, l_mask, wk_ptr, swk_m, swk_c, bk_ptr, sbk_m,
                     offs_m, m_mask, ck, BL, BM, BC, ACC, PRECISION)
@@ -136,7 +141,7 @@ def _tiles(xk_ptr, sxk_r, sxk_c, xv_ptr, sxv_r, sxv_c, kcol, vcol, b, offs_l, l_
                       offs_m, m_mask, cv, BL, BM, BC, ACC, PRECISION)
     keys = tl.where(l_mask[:, None], keys, float("-inf"))
     if DROPOUT:
-        scale = _dropout_scale(seed, p, first, offs_l, offs_m, L, ACC)
+        scale = _dropout_scale(seed, p, offs_l, offs_m, L, ACC)
     else:
         scale = tl.full((BL, BM), 1.0, dtype=ACC)
     return keys, values * scale, scale
@@ -179,7 +184,7 @@ def _forward_kernel(
             xk_ptr, sxk_r, sxk_c, xv_ptr, sxv_r, sxv_c, n * k_step, n * v_step, b, offs_l, offs_l < L,
             wk_ptr + n * swk_n, swk_m, swk_c, bk_ptr + n * sbk_n, sbk_m,
             wv_ptr + n * swv_n, swv_m, swv_c, bv_ptr + n * sbv_n, sbv_m, offs_m, m_mask,
-            first, seed, p, L, ck, cv, DROPOUT, BL, BM, BC, ACC, PRECISION)
+            seed + b * N + n, p, L, ck, cv, DROPOUT, BL, BM, BC, ACC, PRECISION)
         new_max = tl.maximum(run_max, tl.max(keys, axis=0))
         rescale = tl.exp(run_max - new_max)
         weights = tl.exp(keys - new_max[None, :])
@@ -231,7 +236,7 @@ def _backward_weights_kernel(
                 xk_ptr, sxk_r, sxk_c, xv_ptr, sxv_r, sxv_c, n * k_step, n * v_step, b, offs_l, l_mask,
                 wk_ptr + n * swk_n, swk_m, swk_c, bk_ptr + n * sbk_n, sbk_m,
                 wv_ptr + n * swv_n, swv_m, swv_c, bv_ptr + n * sbv_n, sbv_m, offs_m, m_mask,
-                first, seed, p, L, ck, cv, DROPOUT, BL, BM, BC, ACC, PRECISION)
+                seed + b * N + n, p, L, ck, cv, DROPOUT, BL, BM, BC, ACC, PRECISION)
             d_keys, d_values = _map_grads(keys, values, scale, row_max, denom, pooled, grad)
             dbk += tl.sum(d_keys, axis=0)
             dbv += tl.sum(d_values, axis=0)
@@ -284,7 +289,7 @@ def _backward_inputs_kernel(
                 xk_ptr, sxk_r, sxk_c, xv_ptr, sxv_r, sxv_c, n * k_step, n * v_step, b, offs_l, l_mask,
                 wk_ptr + n * swk_n, swk_m, swk_c, bk_ptr + n * sbk_n, sbk_m,
                 wv_ptr + n * swv_n, swv_m, swv_c, bv_ptr + n * sbv_n, sbv_m, offs_m, m_mask,
-                first_n, seed, p, L, ck, cv, DROPOUT, BL, BM, BC, ACC, PRECISION)
+                seed + b * N + n, p, L, ck, cv, DROPOUT, BL, BM, BC, ACC, PRECISION)
             d_keys, d_values = _map_grads(keys, values, scale, row_max, denom, pooled, grad)
             wk = tl.load(wk_ptr + n * swk_n + offs_m[:, None] * swk_m + offs_w[None, :] * swk_c,
                          mask=m_mask[:, None] & kw_mask[None, :], other=0.0)
@@ -302,12 +307,12 @@ def _backward_inputs_kernel(
 @triton.jit(do_not_specialize=["seed"])
 def _dropout_kernel(out_ptr, B, L, M, N, seed, p, BL: tl.constexpr, BM: tl.constexpr):
     m_tile = tl.program_id(0)
-    first = tl.program_id(1).to(tl.int64) * M  # program_id(1) is b*N + n
+    image_block = tl.program_id(1).to(tl.int64)  # b*N + n
     offs_m = m_tile * BM + tl.arange(0, BM)
     for l0 in range(0, L, BL):
         offs_l = l0 + tl.arange(0, BL)
-        scale = _dropout_scale(seed, p, first, offs_l, offs_m, L, tl.float32)
-        where = (first + offs_m[None, :]) * L + offs_l[:, None]
+        scale = _dropout_scale(seed + image_block, p, offs_l, offs_m, L, tl.float32)
+        where = (image_block * M + offs_m[None, :]) * L + offs_l[:, None]
         tl.store(out_ptr + where, scale, mask=(offs_m < M)[None, :] & (offs_l < L)[:, None])
 
 
@@ -330,9 +335,9 @@ def _operands(a: KernelArgs) -> tuple:
 
 def _meta(a: KernelArgs, tiles: Tiles, backward: bool) -> dict:
     meta = dict(DROPOUT=a.p > 0.0, BL=tiles.block_l, BM=tiles.block_m, BC=tiles.block_c,
-                ACC=_TL_DTYPES[a.acc_dtype], PRECISION=a.precision)
+                ACC=_TL_DTYPES[a.acc_dtype], PRECISION=a.precision, num_warps=tiles.forward_warps)
     if backward:
-        meta["BCW"] = tiles.block_cw
+        meta.update(BCW=tiles.block_cw, num_warps=tiles.backward_warps)
     return meta
 
 
