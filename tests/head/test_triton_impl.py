@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from noah import ConfigError, NOAHHead
 from noah.head import triton_impl
+from noah.head.layout import dropout_seed
 from noah.head.registry import Call, kernels_for
 
 triton = pytest.importorskip("triton", reason="the triton package is not installed (Linux + CUDA wheels ship it)")
@@ -195,7 +196,7 @@ def test_dropout_uses_the_kernels_mask_in_forward_and_backward():
     torch.manual_seed(5)
     got = train_step(head, x, g)
     torch.manual_seed(5)
-    mask = triton_kernels.dropout_scales(b, n, m, h * w, triton_impl.draw_seed(), p, DEVICE)
+    mask = triton_kernels.dropout_scales(b, n, m, h * w, dropout_seed(), p, DEVICE)
     assert set(mask.unique().tolist()) == {0.0, 2.0}
     assert_steps_close(got, reference_step(head, x, g, mask), 1e-10)
 

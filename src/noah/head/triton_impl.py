@@ -41,12 +41,12 @@ from torch.autograd.function import once_differentiable
 
 from noah.errors import ConfigError
 from noah.head.fast import FastImpl
-from noah.head.layout import channels_last_features, dispatch_mode_active, dropout_rate, graph_mode, projection
+from noah.head.layout import autocast_operands, dispatch_mode_active, dropout_rate, dropout_seed, graph_mode
 from noah.head.registry import Call, LogitsKernel, register_impl, register_kernel
 
 __all__ = [
     "TritonImpl", "TritonPOCA", "triton_logits", "triton_available", "triton_disabled", "unavailable_reason",
-    "choose_tiles", "draw_seed",
+    "choose_tiles",
 ]
 
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
@@ -165,11 +165,6 @@ def choose_tiles(batch: int, length: int, classes: int, heads: int, key_channels
     )
 
 
-def draw_seed() -> int:
-    """A dropout seed from torch's global (CPU) RNG, so ``torch.manual_seed`` reproduces it."""
-    return int(torch.randint(0, 2**62, (), device="cpu"))
-
-
 def _precision(dtype: torch.dtype, device: torch.device) -> str:
     """``tl.dot``'s float32 precision: IEEE unless torch allows TF32 for float32 matmuls."""
     tf32 = (
@@ -235,17 +230,10 @@ def _kernel_args(xk, xv, wk, bk, wv, bv, plan: _Plan) -> Any:
 def triton_logits(head: Any, x: torch.Tensor) -> torch.Tensor:
     """Logits ``(B, M)`` of ``head`` for ``x`` ``(B, C, H, W)`` through :class:`TritonPOCA`: in
     ``x``'s dtype, or float32 under autocast (the matmul operands then in the autocast dtype)."""
-    xk, xv = channels_last_features(head, x)
     p = dropout_rate(head)
-    seed = draw_seed() if p > 0.0 else 0
-    device_type = x.device.type
-    tensors = (xk, xv, *projection(head))
-    autocast = torch.is_autocast_enabled(device_type)
-    if autocast:
-        dtype = torch.get_autocast_dtype(device_type)
-        tensors = tuple(t.to(dtype) for t in tensors)
-    plan = _Plan(x.shape[0], x.shape[2] * x.shape[3], head.head_split, p, seed)
-    with torch.autocast(device_type, enabled=False):
+    plan = _Plan(x.shape[0], x.shape[2] * x.shape[3], head.head_split, p, dropout_seed() if p > 0.0 else 0)
+    tensors, autocast = autocast_operands(head, x)
+    with torch.autocast(x.device.type, enabled=False):
         logits = TritonPOCA.apply(*tensors, plan)
     return logits if autocast else logits.to(x.dtype)
 
