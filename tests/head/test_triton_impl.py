@@ -260,7 +260,6 @@ def test_half_precision_inputs(bf16_dot, dtype, tol):
     assert_steps_close(got, reference_step(head, x, g), tol)
 
 
-@pytest.mark.skipif(DEVICE.type == "cuda", reason="CPU autocast; CUDA autocast is the same code path")
 def test_autocast_bf16_gives_float32_logits(bf16_dot):
     head = make_head(32, 5, 2, dtype=torch.float32)
     x, g = features(2, 32, 3, 3, torch.float32), upstream(2, 5)
