@@ -29,7 +29,8 @@ kernels run on CPU tensors through Triton's interpreter.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from contextlib import nullcontext
+from typing import ContextManager, NamedTuple
 
 import torch
 import triton
@@ -325,6 +326,11 @@ _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
 # -- launchers -----------------------------------------------------------------------------------
 
 
+def _on_device(t: torch.Tensor) -> ContextManager:
+    """Triton launches on the current CUDA device: make it ``t``'s."""
+    return torch.cuda.device(t.device) if t.is_cuda else nullcontext()
+
+
 def _operands(a: KernelArgs) -> tuple:
     """The leading arguments shared by the three head kernels, in their order."""
     return (
@@ -351,10 +357,11 @@ def forward_stats(a: KernelArgs, tiles: Tiles) -> tuple[torch.Tensor, torch.Tens
     n, m = a.heads, a.classes
     row_max, denom, pooled = torch.empty(3, a.batch, n, m, dtype=a.acc_dtype, device=a.xk.device).unbind(0)
     grid = (triton.cdiv(m, tiles.block_m), a.batch, n)
-    _forward_kernel[grid](
-        *_operands(a), row_max, denom, pooled,
-        a.batch, a.length, m, n, a.wk.shape[2], a.wv.shape[2], a.seed, a.p, **_meta(a, tiles, False),
-    )
+    with _on_device(a.xk):
+        _forward_kernel[grid](
+            *_operands(a), row_max, denom, pooled,
+            a.batch, a.length, m, n, a.wk.shape[2], a.wv.shape[2], a.seed, a.p, **_meta(a, tiles, False),
+        )
     return row_max, denom, pooled
 
 
@@ -370,10 +377,11 @@ def backward_weights(
     new = lambda *shape: torch.empty(splits, *shape, dtype=a.acc_dtype, device=a.xk.device)  # noqa: E731
     dwk, dwv, dbk, dbv = new(n, m, ck), new(n, m, cv), new(n, m), new(n, m)
     grid = (triton.cdiv(m, tiles.block_m), n, chunks * splits)
-    _backward_weights_kernel[grid](
-        *_operands(a), *stats, grad, dwk, dwv, dbk, dbv,
-        a.batch, a.length, m, n, ck, cv, a.seed, a.p, chunks, per_split, **_meta(a, tiles, True),
-    )
+    with _on_device(a.xk):
+        _backward_weights_kernel[grid](
+            *_operands(a), *stats, grad, dwk, dwv, dbk, dbv,
+            a.batch, a.length, m, n, ck, cv, a.seed, a.p, chunks, per_split, **_meta(a, tiles, True),
+        )
     return dwk.sum(0), dbk.sum(0), dwv.sum(0), dbv.sum(0)
 
 
@@ -382,16 +390,17 @@ def backward_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``dXk`` and ``dXv``, shaped and typed like ``a.xk``/``a.xv`` (contiguous)."""
     n, m = a.heads, a.classes
-    dxk, dxv = torch.empty_like(a.xk, memory_format=torch.contiguous_format), torch.empty_like(
-        a.xv, memory_format=torch.contiguous_format)
+    dxk = torch.empty_like(a.xk, memory_format=torch.contiguous_format)
+    dxv = torch.empty_like(a.xv, memory_format=torch.contiguous_format)
     chunks = _chunks(a, tiles)
     groups, per_program = (n, 1) if head_split else (1, n)
     grid = (triton.cdiv(a.length, tiles.block_l), a.batch, groups * chunks)
-    _backward_inputs_kernel[grid](
-        *_operands(a), *stats, grad, dxk, *dxk.stride(), dxv, *dxv.stride(),
-        a.batch, a.length, m, n, a.wk.shape[2], a.wv.shape[2], a.seed, a.p, chunks, per_program,
-        **_meta(a, tiles, True),
-    )
+    with _on_device(a.xk):
+        _backward_inputs_kernel[grid](
+            *_operands(a), *stats, grad, dxk, *dxk.stride(), dxv, *dxv.stride(),
+            a.batch, a.length, m, n, a.wk.shape[2], a.wv.shape[2], a.seed, a.p, chunks, per_program,
+            **_meta(a, tiles, True),
+        )
     return dxk, dxv
 
 
@@ -400,5 +409,6 @@ def dropout_scales(batch: int, heads: int, classes: int, length: int, seed: int,
     """The scaled dropout mask ``(B, N, M, L)`` (float32) the head kernels draw for ``seed``."""
     out = torch.empty(batch, heads, classes, length, device=device)
     grid = (triton.cdiv(classes, 64), batch * heads)
-    _dropout_kernel[grid](out, batch, length, classes, heads, seed, p, BL=16, BM=64)
+    with _on_device(out):
+        _dropout_kernel[grid](out, batch, length, classes, heads, seed, p, BL=16, BM=64)
     return out
