@@ -92,7 +92,7 @@ def test_memory_mode_runs_each_impl_in_a_subprocess(tmp_path):
         (["--models", "resnet18,not_a_model"], "unknown model 'not_a_model'"),
         (["--head-only", "--shapes", "512,1000,4"], "malformed head shape"),
         (["--head-only", "--head-batches", "1,x"], "malformed --head-batches"),
-        (["--memory", "--impls", "plain,triton"], "unknown head impl 'triton'"),
+        (["--memory", "--impls", "plain,turbo"], "unknown head impl 'turbo'"),
         (["--repeats", "0"], "--repeats must be positive"),
         (["--device", "tpu"], "device"),
     ],

@@ -246,10 +246,10 @@ def test_impl_and_chunk_validation():
     head = NOAHHead(16, 5, 2)
     assert head.set_impl("lean") is head and head.impl == "lean"
     with pytest.raises(ConfigError, match="unknown NOAH head impl"):
-        head.set_impl("triton")
+        head.set_impl("turbo")
     with pytest.raises(ConfigError, match="chunk_elements"):
         NOAHHead(16, 5, 2, chunk_elements=0)
-    assert set(available_impls()) == {"fast", "plain", "lean"}
+    assert set(available_impls()) == {"fast", "plain", "lean", "triton"}
     assert NOAHHead.IMPLS == head.IMPLS == available_impls()
 
 

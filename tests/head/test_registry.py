@@ -47,11 +47,11 @@ def test_a_registered_impl_is_what_set_impl_selects(scratch_registry):
 
 def test_unknown_impl_is_a_one_line_error_listing_the_registered_ones(scratch_registry):
     register_impl(Doubled())
-    for make in (lambda: NOAHHead(16, 5, 2, impl="triton"), lambda: NOAHHead(16, 5, 2).set_impl("triton")):
+    for make in (lambda: NOAHHead(16, 5, 2, impl="turbo"), lambda: NOAHHead(16, 5, 2).set_impl("turbo")):
         with pytest.raises(ConfigError) as info:
             make()
         message = str(info.value)
-        assert message.startswith("unknown NOAH head impl 'triton'; expected one of ") and "\n" not in message
+        assert message.startswith("unknown NOAH head impl 'turbo'; expected one of ") and "\n" not in message
         assert message.endswith(", ".join(available_impls()))
         assert {"fast", "plain", "lean", "test_doubled"} <= set(available_impls())
 
@@ -66,8 +66,9 @@ def test_names_are_registered_once(scratch_registry):
 
 
 def test_built_in_kernels_are_tried_in_order():
-    assert [k.name for k in kernels_for("fast")] == ["cpu_fused", "chunked"]
+    assert [k.name for k in kernels_for("fast")] == ["triton_cuda", "cpu_fused", "chunked"]
     assert [k.name for k in kernels_for("lean")] == ["lean", "cpu_fused", "chunked"]
+    assert [k.name for k in kernels_for("triton")] == ["triton"]
     assert kernels_for("plain") == ()
 
 

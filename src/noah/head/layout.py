@@ -5,8 +5,9 @@
   key/value matrices and their per-block ``(N, B*L, c/N)`` matmul operands (views, no copies
   where the input layout allows);
 * :class:`Projection` -- the ``query``/``value`` conv parameters as per-block matrices;
-* :func:`dropout_rate`, :func:`graph_mode`, :func:`dispatch_mode_active` -- the facts about a call
-  that decide which path may run.
+* :func:`autocast_operands` -- those operands for a custom autograd function, autocast applied;
+* :func:`dropout_rate`, :func:`dropout_seed`, :func:`graph_mode`, :func:`dispatch_mode_active` --
+  the facts about a call that decide which path may run, and the seed of self-drawn masks.
 
 Implementations get the head module itself and read its attributes (``num_heads``,
 ``num_classes``, ``head_split``, ``kv_split``, ``key_channels``, ``query``, ``value``,
@@ -25,7 +26,7 @@ from noah.errors import ConfigError
 
 __all__ = [
     "LOG2E", "split_channels", "Projection", "projection", "channels_last_features", "block_inputs",
-    "dropout_rate", "graph_mode", "dispatch_mode_active",
+    "autocast_operands", "dropout_rate", "dropout_seed", "graph_mode", "dispatch_mode_active",
 ]
 
 #: the paths that skip the max pass exponentiate base 2: keys are scaled by log2(e)
@@ -117,6 +118,25 @@ def block_inputs(x2d: torch.Tensor, num_heads: int, head_split: bool) -> torch.T
     if head_split:
         return x2d.unflatten(1, (num_heads, -1)).transpose(0, 1)
     return x2d.unsqueeze(0).expand(num_heads, -1, -1)
+
+
+def autocast_operands(head: Any, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], bool]:
+    """The operands ``(xk, xv, wk, bk, wv, bv)`` of a custom autograd function over ``x``
+    (:func:`channels_last_features` and :func:`projection`), cast to the autocast dtype under
+    autocast; and whether autocast is on (the function then runs with autocast off)."""
+    xk, xv = channels_last_features(head, x)
+    tensors = (xk, xv, *projection(head))
+    autocast = torch.is_autocast_enabled(x.device.type)
+    if autocast:
+        dtype = torch.get_autocast_dtype(x.device.type)
+        tensors = tuple(t.to(dtype) for t in tensors)
+    return tensors, autocast
+
+
+def dropout_seed() -> int:
+    """A seed for dropout masks drawn from torch's global (CPU) RNG, so ``torch.manual_seed``
+    reproduces the masks of the paths that draw their own."""
+    return int(torch.randint(0, 2**62, (), device="cpu"))
 
 
 def dropout_rate(head: Any) -> float:

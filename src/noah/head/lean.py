@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from noah.head.fast import FastImpl
-from noah.head.layout import Projection, block_inputs, channels_last_features, dropout_rate, projection
+from noah.head.layout import Projection, autocast_operands, block_inputs, dropout_rate, dropout_seed
 from noah.head.registry import LogitsKernel, register_impl, register_kernel
 
 __all__ = ["LeanImpl", "LeanPOCA", "lean_logits", "LEAN_CHUNK"]
@@ -120,17 +120,10 @@ def lean_logits(head: Any, x: torch.Tensor) -> torch.Tensor:
     """Logits ``(B, M)`` through :class:`LeanPOCA`: in ``x``'s dtype, or float32 under autocast
     (the matmuls then run in the autocast dtype). Chunks of about ``head.chunk_elements``
     (default :data:`LEAN_CHUNK`) map elements."""
-    xk, xv = channels_last_features(head, x)
     p = dropout_rate(head)
-    # the generator seed comes from the global RNG, so torch.manual_seed makes it reproducible
-    seed = int(torch.randint(0, 2**62, (), device="cpu")) if p > 0.0 else 0
-    device_type = x.device.type
-    tensors = (xk, xv, *projection(head))
-    autocast = torch.is_autocast_enabled(device_type)
-    if autocast:
-        dtype = torch.get_autocast_dtype(device_type)
-        tensors = tuple(t.to(dtype) for t in tensors)
-    with torch.autocast(device_type, enabled=False):
+    seed = dropout_seed() if p > 0.0 else 0
+    tensors, autocast = autocast_operands(head, x)
+    with torch.autocast(x.device.type, enabled=False):
         logits = LeanPOCA.apply(
             *tensors, head.num_heads, x.shape[0], head.head_split, p, seed, head.chunk_elements or LEAN_CHUNK,
         )
