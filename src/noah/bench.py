@@ -306,14 +306,19 @@ def _benchmark_model(name: str, args: argparse.Namespace, device: torch.device) 
     return row
 
 
+def _per_model(args: argparse.Namespace, device: torch.device, benchmark: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    """``benchmark(name, args, device)``'s row for each model of ``--models``, with progress on stderr."""
+    rows = []
+    for name in _model_names(args.models):
+        start = time.perf_counter()
+        rows.append(benchmark(name, args, device))
+        print(f"  {name}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return rows
+
+
 def _run_models(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    names = _model_names(args.models)
-    rows = []
-    for name in names:
-        start = time.perf_counter()
-        rows.append(_benchmark_model(name, args, device))
-        print(f"  {name}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    rows = _per_model(args, device, _benchmark_model)
     notes = [
         _environment(device, args.threads),
         f"latency: batch 1, 1 thread, CPU; throughput: batch {args.batch_size} on {device}; "
@@ -378,12 +383,7 @@ def _benchmark_training(name: str, args: argparse.Namespace, device: torch.devic
 
 def _run_training(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    names = _model_names(args.models)
-    rows = []
-    for name in names:
-        start = time.perf_counter()
-        rows.append(_benchmark_training(name, args, device))
-        print(f"  {name}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    rows = _per_model(args, device, _benchmark_training)
     notes = [
         _environment(device, args.threads) + f"; fused CPU training kernel: {_train_status()}",
         f"one training step = forward + cross-entropy + backward + SGD step, train mode (the paper's head dropout), "
