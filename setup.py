@@ -1,6 +1,7 @@
 """Build script for the optional C kernel; all other metadata lives in pyproject.toml.
 
-``noah._poca`` (src/noah/csrc/poca.c) speeds up the head's CPU inference path. It is optional:
+``noah._poca`` (src/noah/csrc/: poca.c for inference, train.c for training, common.h shared)
+speeds up the head's float32 CPU paths. It is optional:
 without a C compiler the install still succeeds and noah uses its pure-PyTorch path.
 """
 
@@ -27,6 +28,13 @@ class BuildExt(build_ext):
 
 
 setup(
-    ext_modules=[Extension("noah._poca", sources=["src/noah/csrc/poca.c"], optional=True)],
+    ext_modules=[
+        Extension(
+            "noah._poca",
+            sources=["src/noah/csrc/poca.c", "src/noah/csrc/train.c"],
+            depends=["src/noah/csrc/common.h", "src/noah/csrc/train.h"],
+            optional=True,
+        )
+    ],
     cmdclass={"build_ext": BuildExt},
 )

@@ -9,7 +9,7 @@ import pytest
 from noah.bench import DEFAULT_SHAPES, HeadShape, parse_shape
 from noah.cli import main
 from noah.errors import ConfigError
-from noah.head import cpu_kernel
+from noah.head import cpu_kernel, cpu_train
 
 
 def read_csv(path):
@@ -62,6 +62,48 @@ def test_models_run_writes_csv_and_markdown(tmp_path):
     for key in ("lat_base_ms", "lat_noah_ms", "fps_base", "fps_noah", "speed_ratio"):
         assert float(row[key]) > 0
     assert "| resnet18 |" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_training_run_writes_csv_and_markdown(tmp_path):
+    code = main(["benchmark", "--train", "--models", "resnet18", "--img-size", "64", "--batch-size", "2",
+                 "--num-classes", "10", "--warmup", "0", "--repeats", "1", "--output", str(tmp_path)])
+    assert code == 0
+    (row,) = read_csv(tmp_path / "train.csv")
+    assert row["model"] == "resnet18" and row["batch"] == "2"
+    for key in ("step_base_ms", "step_noah_ms"):
+        assert float(row[key]) > 0
+    assert float(row["train_overhead_%"]) == pytest.approx((float(row["step_noah_ms"]) / float(row["step_base_ms"]) - 1) * 100, rel=1e-3)
+    # with the compiled training kernel, the NOAH model is also timed with it disabled
+    assert ("step_noah_torch_ms" in row) == cpu_train.train_available()
+    assert "| resnet18 | 2 |" in (tmp_path / "train.md").read_text()
+
+
+def test_head_training_against_the_training_floor(tmp_path):
+    code = main(["benchmark", "--train", "--head-only", "--shapes", "32,5,2,1/2,3,3", "24,40,1,1/4,2,2",
+                 "--head-batches", "2", "--warmup", "0", "--repeats", "1", "--output", str(tmp_path)])
+    assert code == 0
+    rows = read_csv(tmp_path / "head_train.csv")
+    assert [(r["shape"], r["batch"]) for r in rows] == [("C=32 M=5 N=2 r=1/2 3x3", "2"), ("C=24 M=40 N=1 r=1/4 2x2", "2")]
+    for row in rows:
+        assert float(row["grad_rel_err"]) < 1e-5
+        for key in ("floor_ms", "fast_ms", "plain_ms", "lean_ms"):
+            assert float(row[key]) > 0
+        assert float(row["fast/floor"]) == pytest.approx(float(row["fast_ms"]) / float(row["floor_ms"]), rel=1e-3)
+        assert ("fast_torch_ms" in row) == cpu_train.train_available()
+    assert "NOAH head alone, training" in (tmp_path / "head_train.md").read_text()
+
+
+@pytest.mark.slow
+def test_training_memory_of_whole_models(tmp_path):
+    code = main(["benchmark", "--train", "--memory", "--models", "resnet18", "--img-size", "128", "--batch-size", "4",
+                 "--num-classes", "300", "--output", str(tmp_path)])
+    assert code == 0
+    (row,) = read_csv(tmp_path / "train_memory.csv")
+    assert row["status"] == "ok"
+    assert float(row["peak_gap_MiB"]) > 0 and float(row["peak_noah_MiB"]) > 0
+    if cpu_train.train_available():
+        # packed features and two numbers per image, block and class vs the (B, N, M, L) maps
+        assert float(row["head_saved_noah_MiB"]) < float(row["head_saved_noah_torch_MiB"]) / 3
 
 
 def test_macs_count_the_head_as_specified():

@@ -13,6 +13,18 @@ Three modes, each printing a table and (with ``--output DIR``) writing CSV and M
   backward) of the plain, fast and lean paths.
 * ``--memory`` -- peak memory of one training step of a head per implementation, each in a fresh
   subprocess: growth of the resident set (``VmHWM`` after resetting it) over the step.
+
+``--train`` turns each mode to training:
+
+* ``--train`` -- for the paper's models (or ``--models``): one SGD step (forward, cross-entropy,
+  backward, optimizer step) of the GAP baseline and of the NOAH model in train mode, interleaved,
+  medians; where the compiled kernel is in use, also of the NOAH model with it disabled
+  (``noah_torch``: the PyTorch autograd path).
+* ``--train --head-only`` -- forward + backward of the head alone beside the "training floor",
+  the three dense matmuls a linear layer with the same multiply-adds needs for forward and
+  backward (``X @ W``, ``dY @ W^T``, ``X^T @ dY`` with ``X`` ``(B*L, C)``, ``W`` ``(C, M)``).
+* ``--train --memory`` -- peak memory of one training step of the GAP and NOAH models (and NOAH
+  without the kernel), each in a fresh subprocess, and what the head saves for backward.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import torch
 
 from noah.errors import ConfigError
 from noah.head.cpu_kernel import fused_available, fused_status, kernel_disabled
+from noah.head.cpu_train import train_available
 
 __all__ = ["add_arguments", "run", "parse_shape", "HeadShape", "DEFAULT_SHAPES", "PAPER_RUNTIME"]
 
@@ -94,12 +107,16 @@ def _int_list(text: str, what: str) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--head-only", action="store_true", help="time the head alone: fast vs plain vs matmul floor")
-    mode.add_argument("--memory", action="store_true", help="peak memory of one head training step per implementation")
+    mode.add_argument("--memory", action="store_true",
+                      help="peak memory of one head training step per implementation (with --train: of whole models)")
+    parser.add_argument("--train", action="store_true",
+                        help="training instead of inference: whole-model SGD steps, with --head-only the head's "
+                             "forward + backward against the training floor, with --memory whole-model peak memory")
     parser.add_argument("--models", default=None, help="comma-separated model names (default: the paper's 25)")
     parser.add_argument("--shapes", nargs="+", default=None, metavar="C,M,N,r,H,W",
                         help=f"head shapes for --head-only / --memory (default {' '.join(DEFAULT_SHAPES)} / {DEFAULT_MEMORY_SHAPE})")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="throughput batch for model runs; training batch for --memory (default 32; 8 for --memory)")
+                        help="batch for model runs (default 32); training batch for --memory (default 8; 32 with --train)")
     parser.add_argument("--head-batches", default="1,32", help="batch sizes for --head-only (default 1,32)")
     parser.add_argument("--impls", default="plain,fast,lean", help="implementations for --memory (default plain,fast,lean)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -231,6 +248,12 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _train_status() -> str:
+    if train_available():
+        return "in use"
+    return "not in use (" + fused_status().split(";")[0] + "); training runs the PyTorch autograd path"
+
+
 # -- whole models -----------------------------------------------------------------------------
 
 
@@ -283,20 +306,92 @@ def _benchmark_model(name: str, args: argparse.Namespace, device: torch.device) 
     return row
 
 
+def _per_model(args: argparse.Namespace, device: torch.device, benchmark: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    """``benchmark(name, args, device)``'s row for each model of ``--models``, with progress on stderr."""
+    rows = []
+    for name in _model_names(args.models):
+        start = time.perf_counter()
+        rows.append(benchmark(name, args, device))
+        print(f"  {name}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return rows
+
+
 def _run_models(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    names = _model_names(args.models)
-    rows = []
-    for name in names:
-        start = time.perf_counter()
-        rows.append(_benchmark_model(name, args, device))
-        print(f"  {name}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    rows = _per_model(args, device, _benchmark_model)
     notes = [
         _environment(device, args.threads),
         f"latency: batch 1, 1 thread, CPU; throughput: batch {args.batch_size} on {device}; "
         f"medians of {args.repeats} interleaved runs after {args.warmup} warm-up runs; MACs at batch 1",
     ]
     _emit(rows, "NOAH vs GAP baseline", "benchmark", args.output, notes)
+    return 0
+
+
+def _sgd_step(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
+    """One training step of ``model``: forward, cross-entropy, backward, SGD (momentum) update."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images), target).backward()
+        optimizer.step()
+
+    return step
+
+
+def _without_kernel_step(step: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        with kernel_disabled():
+            step()
+
+    return run
+
+
+def _benchmark_training(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    from noah.models import create_model
+
+    models = {}
+    for head in ("gap", "noah"):
+        torch.manual_seed(0)  # the same backbone initialisation
+        models[head] = create_model(name, num_classes=args.num_classes, head=head)
+    size = args.img_size or models["noah"].pretrained_cfg.get("input_size", (3, 224, 224))[-1]
+    one = torch.randn(1, 3, size, size)
+    macs = {}
+    for head, model in models.items():
+        macs[head] = count_macs(model.eval(), one) / 1e9
+        model.to(device).train()
+    torch.manual_seed(1)
+    images = torch.randn(args.batch_size, 3, size, size, device=device)
+    target = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
+    runs = {head: _sgd_step(model, images, target) for head, model in models.items()}
+    with_kernel = device.type == "cpu" and train_available()
+    if with_kernel:
+        runs["noah_torch"] = _without_kernel_step(runs["noah"])
+    with _threads(args.threads):
+        t = time_interleaved(runs, args.warmup, args.repeats, device)
+    row: dict[str, Any] = {
+        "model": name, "batch": args.batch_size, "macs_base_G": macs["gap"], "macs_noah_G": macs["noah"],
+        "step_base_ms": t["gap"] * 1e3, "step_noah_ms": t["noah"] * 1e3,
+        "train_overhead_%": (t["noah"] / t["gap"] - 1) * 100,
+    }
+    if with_kernel:
+        row["step_noah_torch_ms"] = t["noah_torch"] * 1e3
+        row["torch_overhead_%"] = (t["noah_torch"] / t["gap"] - 1) * 100
+    return row
+
+
+def _run_training(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    rows = _per_model(args, device, _benchmark_training)
+    notes = [
+        _environment(device, args.threads) + f"; fused CPU training kernel: {_train_status()}",
+        f"one training step = forward + cross-entropy + backward + SGD step, train mode (the paper's head dropout), "
+        f"batch {args.batch_size}, random {args.num_classes}-class data; medians of {args.repeats} interleaved steps "
+        f"after {args.warmup} warm-up steps; overhead = NOAH step / GAP step - 1"
+        + ("; noah_torch: the NOAH model with the compiled kernel disabled (PyTorch autograd head)" if device.type == "cpu" and train_available() else ""),
+    ]
+    _emit(rows, "NOAH vs GAP baseline, training", "train", args.output, notes)
     return 0
 
 
@@ -378,6 +473,76 @@ def _train_times(heads: dict[str, Any], x: torch.Tensor, args: argparse.Namespac
     with _threads(args.threads):
         t = time_interleaved({k: step(h) for k, h in heads.items()}, max(1, args.warmup // 2), max(3, args.repeats // 2), device)
     return {f"train_{k}_ms": v * 1e3 for k, v in t.items()}
+
+
+def _head_step(head: Any, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        head.zero_grad(set_to_none=True)
+        x.grad = None
+        head(x).backward(grad)
+
+    return step
+
+
+def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
+
+
+def _gradient_error(heads: dict[str, Any], x: torch.Tensor, grad: torch.Tensor) -> float:
+    """Largest relative difference of the fast head's gradients (x and weights) from plain's."""
+    found = {}
+    for name in ("fast", "plain"):
+        _head_step(heads[name], x, grad)()
+        found[name] = [x.grad.clone()] + [heads[name].get_parameter(p).grad.clone() for p in ("query.weight", "value.weight", "value.bias")]
+    return max(_relative_error(a, b) for a, b in zip(found["fast"], found["plain"]))
+
+
+def _run_head_training(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    shapes = [parse_shape(s) for s in (args.shapes or DEFAULT_SHAPES)]
+    batches = _int_list(args.head_batches, "--head-batches")
+    with_kernel = device.type == "cpu" and train_available()
+    rows = []
+    for shape in shapes:
+        c, m, n, r, h, w = shape
+        heads = _heads(shape, device)
+        for head in heads.values():
+            head.train()
+        for b in batches:
+            torch.manual_seed(1)
+            x = torch.randn(b, c, h, w, device=device, requires_grad=True)
+            grad = torch.randn(b, m, device=device)
+            dense_x, dense_w = torch.randn(b * h * w, c, device=device), torch.randn(c, m, device=device)
+            dense_dy = torch.randn(b * h * w, m, device=device)
+
+            def floor() -> None:
+                dense_x @ dense_w
+                dense_dy @ dense_w.t()
+                dense_x.t() @ dense_dy
+
+            runs = {"floor": floor, "fast": _head_step(heads["fast"], x, grad)}
+            if with_kernel:
+                runs["fast_torch"] = _without_kernel_step(runs["fast"])
+            runs.update({k: _head_step(heads[k], x, grad) for k in ("plain", "lean")})
+            with _threads(args.threads):
+                error = _gradient_error(heads, x, grad)
+                t = time_interleaved(runs, args.warmup, args.repeats, device)
+            row: dict[str, Any] = {"shape": str(shape), "batch": b}
+            row.update({f"{k}_ms": v * 1e3 for k, v in t.items()})
+            row.update({f"{k}/floor": t[k] / t["floor"] for k in runs if k != "floor"})
+            row["grad_rel_err"] = error
+            rows.append(row)
+    notes = [
+        _environment(device, args.threads) + f"; fused CPU training kernel: {_train_status()}",
+        "floor: the three dense matmuls of a linear layer with the same multiply-adds, forward + backward "
+        "((B*L, C) @ (C, M), dY @ W^T, X^T @ dY); the heads: forward + backward for a given dlogits, train mode, "
+        "no dropout"
+        + ("; fast: the compiled training kernel; fast_torch: the same head with the kernel disabled" if with_kernel else "")
+        + f"; grad_rel_err: fast vs plain, largest relative difference of dX, dWk, dWv, dbv; medians of {args.repeats} "
+        "interleaved runs",
+    ]
+    _emit(rows, "NOAH head alone, training", "head_train", args.output, notes)
+    return 0
 
 
 # -- memory -----------------------------------------------------------------------------------
@@ -467,15 +632,125 @@ def _run_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_memory_child(name: str, head: str, batch: int, num_classes: int, img_size: int | None) -> dict[str, Any]:
+    """Two SGD steps of model ``name`` in this process; the second's peak resident-set growth.
+
+    The first step allocates gradients and optimizer state; then the memory it freed goes back to
+    the system (glibc's ``malloc_trim``, else it would stay resident and hide the second step's
+    allocations) and ``VmHWM`` is reset through ``/proc/self/clear_refs``. Also reports what the
+    head saved for backward (tensors other than parameters, counted once each).
+    """
+    from noah.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=num_classes, head=head).train()
+    size = img_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
+    images = torch.randn(batch, 3, size, size)
+    target = torch.randint(0, num_classes, (batch,))
+    step = _sgd_step(model, images, target)
+    step()
+    saved = _saved_by(model.head, step)
+    _return_freed_memory()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _rss_kib("VmRSS") * 1024
+    start = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - start
+    peak = _rss_kib("VmHWM") * 1024
+    return {"peak_MiB": (peak - before) / 2**20, "head_saved_MiB": saved / 2**20, "step_s": seconds}
+
+
+def _return_freed_memory() -> None:
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: freed memory may stay resident
+        pass
+
+
+def _saved_by(module: torch.nn.Module, step: Callable[[], None]) -> int:
+    """Bytes of the tensors (not parameters) that autograd saves while ``module`` runs in ``step``."""
+    params = {p.data_ptr() for p in module.parameters()}
+    seen: dict[int, int] = {}
+    inside = [False]
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if inside[0] and tensor.data_ptr() not in params:
+            seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    hooks = [module.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True)),
+             module.register_forward_hook(lambda *_: inside.__setitem__(0, False))]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            step()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(seen.values())
+
+
+def _run_training_memory(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    if device.type != "cpu":
+        raise ConfigError("--train --memory measures CPU memory (peak RSS); use --device cpu")
+    if not Path("/proc/self/clear_refs").exists():
+        raise ConfigError("--memory on CPU needs Linux's /proc/self/clear_refs to measure peak memory")
+    variants = {"gap": ("gap", False), "noah": ("noah", False)}
+    if train_available():
+        variants["noah_torch"] = ("noah", True)
+    rows = []
+    for name in _model_names(args.models):
+        row: dict[str, Any] = {"model": name, "batch": args.batch_size}
+        for variant, (head, disable) in variants.items():
+            code = (
+                "import json, torch\n"
+                + (f"torch.set_num_threads({args.threads})\n" if args.threads else "")
+                + "from noah.bench import train_memory_child\n"
+                + f"print(json.dumps(train_memory_child({name!r}, {head!r}, {args.batch_size}, {args.num_classes}, "
+                f"{args.img_size!r})))\n"
+            )
+            env = {**os.environ, "NOAH_DISABLE_KERNEL": "1"} if disable else None
+            result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+            measured = {"peak_MiB": float("nan"), "head_saved_MiB": float("nan"), "step_s": float("nan")}
+            if result.returncode == 0:
+                measured = json.loads(result.stdout.strip().splitlines()[-1])
+            else:
+                row["status"] = "failed: " + (result.stderr.strip().splitlines() or ["no output"])[-1]
+            row[f"peak_{variant}_MiB"] = measured["peak_MiB"]
+            if head == "noah":
+                row[f"head_saved_{variant}_MiB"] = measured["head_saved_MiB"]
+            print(f"  {name} {variant}: {'ok' if result.returncode == 0 else 'failed'}", file=sys.stderr, flush=True)
+        row["noah/gap"] = row["peak_noah_MiB"] / row["peak_gap_MiB"]
+        row.setdefault("status", "ok")
+        rows.append(row)
+    notes = [
+        _environment(device, args.threads) + f"; fused CPU training kernel: {_train_status()}",
+        f"one training step (forward + cross-entropy + backward + SGD step, train mode, batch {args.batch_size}) in a "
+        "fresh process after a first step that allocated gradients and optimizer state; peak_*_MiB = growth of peak "
+        "RSS (VmHWM) over the step; head_saved_*_MiB = tensors the head saves for backward (not parameters)"
+        + ("; noah_torch: NOAH_DISABLE_KERNEL=1 (PyTorch autograd head)" if "noah_torch" in variants else ""),
+    ]
+    _emit(rows, "NOAH vs GAP baseline, training memory", "train_memory", args.output, notes)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.batch_size is None:
-        args.batch_size = 8 if args.memory else 32
+        args.batch_size = 8 if args.memory and not args.train else 32
     for name in ("batch_size", "warmup", "repeats"):
         value = getattr(args, name)
         if value < (0 if name == "warmup" else 1):
             raise ConfigError(f"--{name.replace('_', '-')} must be {'non-negative' if name == 'warmup' else 'positive'}, got {value}")
     if args.threads is not None and args.threads <= 0:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
+    if args.train:
+        if args.head_only:
+            return _run_head_training(args)
+        return _run_training_memory(args) if args.memory else _run_training(args)
     if args.head_only:
         return _run_head_only(args)
     if args.memory:

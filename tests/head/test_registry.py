@@ -66,7 +66,7 @@ def test_names_are_registered_once(scratch_registry):
 
 
 def test_built_in_kernels_are_tried_in_order():
-    assert [k.name for k in kernels_for("fast")] == ["triton_cuda", "cpu_fused", "chunked"]
+    assert [k.name for k in kernels_for("fast")] == ["triton_cuda", "cpu_train", "cpu_fused", "chunked"]
     assert [k.name for k in kernels_for("lean")] == ["lean", "cpu_fused", "chunked"]
     assert [k.name for k in kernels_for("triton")] == ["triton"]
     assert kernels_for("plain") == ()

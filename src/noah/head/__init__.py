@@ -19,8 +19,10 @@ compute the same numbers:
 ``"fast"`` (:mod:`~noah.head.fast`, default)
     batched matmuls over one channels-last view of ``X`` with an explicit softmax; for CPU
     inference, kernels that never materialise the attention: the compiled ``noah._poca``
-    (:mod:`~noah.head.cpu_kernel`, float32) or cache-sized chunks of PyTorch ops; for CUDA
-    tensors (training and inference), the Triton kernels of the ``"triton"`` implementation.
+    (:mod:`~noah.head.cpu_kernel`, float32) or cache-sized chunks of PyTorch ops; for float32
+    CPU training, the compiled forward + backward of :mod:`~noah.head.cpu_train`, which keeps
+    no map for backward; for CUDA tensors (training and inference), the Triton kernels of the
+    ``"triton"`` implementation.
 ``"lean"`` (:mod:`~noah.head.lean`)
     the fast implementation with a custom autograd function for training that keeps only the
     input for backward and recomputes the maps class chunk by class chunk.
@@ -45,11 +47,13 @@ from noah.head.registry import (
 )
 
 # implementations and kernels register themselves on import, one line each
-# (kernels are tried in their `order`: triton/triton_cuda 5, lean 10, cpu_fused 20, chunked 30)
+# (kernels are tried in their `order`: triton/triton_cuda 5, lean 10, cpu_train 15, cpu_fused 20,
+# chunked 30)
 from noah.head import fast  # noqa: F401  (impl "fast", kernel "chunked")
 from noah.head import plain  # noqa: F401  (impl "plain")
 from noah.head import lean  # noqa: F401  (impl "lean", kernel "lean")
 from noah.head import cpu_kernel  # noqa: F401  (kernel "cpu_fused")
+from noah.head import cpu_train  # noqa: F401  (kernel "cpu_train")
 from noah.head import triton_impl  # noqa: F401  (impl "triton", kernels "triton" and "triton_cuda")
 
 __all__ = [

@@ -31,7 +31,10 @@ try:
 except ImportError:  # not built: the PyTorch path takes over
     _poca = None
 
-__all__ = ["fused_available", "fused_status", "kernel_disabled", "fused_logits", "fused_head_logits"]
+__all__ = [
+    "fused_available", "fused_status", "kernel_disabled", "fused_logits", "fused_head_logits", "feature_rows",
+    "threads_for",
+]
 
 #: below this many map elements (N*B*L*M) one thread does the whole head
 _PARALLEL_MIN = 1 << 16
@@ -70,7 +73,8 @@ def fused_status() -> str:
     return "in use (x86-64 AVX2+FMA, " + ("OpenMP threads)" if _poca.openmp else "one thread: built without OpenMP)")
 
 
-def _threads_for(elements: int) -> int:
+def threads_for(elements: int) -> int:
+    """OpenMP threads for a kernel call over ``elements`` map elements: torch's count, or 1 for small calls."""
     return max(1, torch.get_num_threads()) if elements >= _PARALLEL_MIN else 1
 
 
@@ -100,10 +104,19 @@ def fused_logits(
     b, length = x.shape[0], x.shape[1]
     classes = wk.shape[0] // heads
     out = torch.empty(b, classes)
-    threads = _threads_for(heads * b * length * classes)
+    threads = threads_for(heads * b * length * classes)
     arrays = [t.detach().numpy() for t in (x, wk, wv, bias, out)]
     finite = _poca.fused_poca(*arrays, heads, key_channels, value_offset, key_step, value_step, threads, LOG2E)
     return out if finite else None
+
+
+def feature_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(B, C, H, W)`` as ``(B, L, C)``: a view for NCHW and channels-last layouts (and
+    whenever ``reshape`` needs no copy), which the kernels read through its strides."""
+    b, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    return x.reshape(b, c, h * w).transpose(1, 2)
 
 
 def fused_head_logits(head: Any, x: torch.Tensor) -> torch.Tensor | None:
@@ -115,12 +128,9 @@ def fused_head_logits(head: Any, x: torch.Tensor) -> torch.Tensor | None:
     to one. The weights are read as they are at this call (no packed copy is kept between calls,
     so even writes through ``.data`` are seen).
     """
-    b, c, h, w = x.shape
+    c = x.shape[1]
     n, m = head.num_heads, head.num_classes
-    if x.is_contiguous(memory_format=torch.channels_last):
-        x3d = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, L, C) views either way
-    else:
-        x3d = x.reshape(b, c, h * w).transpose(1, 2)
+    x3d = feature_rows(x)
     wk = head.query.weight.detach().reshape(n * m, -1).contiguous()
     wv = head.value.weight.detach().reshape(n * m, -1).contiguous()
     key_channels, value_offset = (c, 0) if not head.kv_split else (head.key_channels, head.key_channels)

@@ -111,9 +111,11 @@ class NOAHHead(nn.Module):
 
         ``"plain"`` is the reference formula, ``"fast"`` the quick one, ``"lean"`` the fast one
         with a training backward that keeps no ``(B, N, M, L)`` activations (recomputes them in
-        class chunks; slower backward, a fraction of the memory). Only how dropout masks are
-        drawn differs: ``"fast"`` draws the same mask as ``"plain"`` for the same seed,
-        ``"lean"`` draws its own (same distribution). While traced by ``torch.compile``,
+        class chunks; slower backward, a fraction of the memory). On float32 CPU tensors
+        ``"fast"`` trains through a compiled forward + backward that keeps no maps either
+        (:mod:`noah.head.cpu_train`). Only how dropout masks are drawn differs: ``"fast"``'s
+        PyTorch path draws the same mask as ``"plain"`` for the same seed, its compiled kernel
+        and ``"lean"`` draw their own (same distribution). While traced by ``torch.compile``,
         ``torch.export`` or the ONNX exporter, ``"fast"`` and ``"lean"`` both use the explicit
         matmul + softmax formulation (one graph, no Python loop; Inductor fuses it).
         """

@@ -1,0 +1,702 @@
+/*
+ * noah._poca, training: forward and backward of the NOAH head in float32 without any
+ * (images, blocks, classes, positions) map in memory -- the FlashAttention pattern on a CPU.
+ *
+ * Per POCA block n, 16-class panel and image, with X the image's features (positions x channels):
+ *
+ *   forward   K'[l, j] = key_scale * Xk[l] . Wk[j]   (key_scale = log2(e); the key bias is a
+ *                                                      per-class shift, which softmax ignores)
+ *             V[l, j]  = (Xv[l] . Wv[j] + bv[j]) * D[l, j]    (D: dropout mask, 0 or 1/(1-p))
+ *             mx = max_l K', den = sum_l 2^(K' - mx), y = sum_l 2^(K' - mx) V / den
+ *             kept for backward: lse = mx + log2(den) (so A = 2^(K' - lse)) and y
+ *   backward  A = 2^(K' - lse), dK = g A (V - y), dV = g A D       (g = dloss/dlogit)
+ *             dWk += dK^T Xk, dWv += dV^T Xv, dbv += sum_l dV, dX += dK Wk + dV Wv
+ *
+ * Keys and values of a few panels (a group of up to GROUP_MAX x 16 classes) are recomputed for
+ * one image's positions into two buffers that stay in L1/L2, turned into dK and dV in place, and
+ * consumed there by the gradient matmuls. sum_l dK = 0, so the key bias gets no gradient, and
+ * dX needs no term for the shift either. Every matmul is one register-tile micro-kernel (up to
+ * 6 rows x 16 columns, broadcast-FMA) run with different strides. Work items are (block, panel
+ * group) pairs split over PyTorch's OpenMP team; the weight gradients of an item belong to one
+ * thread, and each thread sums its dX into a buffer of its own, added up at the end.
+ *
+ * The features are packed once per step into a block-major layout (slices x images x positions
+ * x row: one slice per block with the first-level split, else one shared by all blocks; a row
+ * holds the block's key channels, zero-padded to a multiple of 8, then its value channels
+ * likewise, or only the shared channels without the second-level split). The caller keeps it
+ * for backward: O(images * positions * channels). Dropout masks are a hash of (seed, image,
+ * block, class, position), so backward regenerates them exactly.
+ */
+#include "common.h"
+#include "train.h"
+
+#define ROUND_UP(a, b) (((a) + (b) - 1) / (b) * (b))
+#define GROUP_MAX 8 /* panels per backward work item */
+
+/* The packed layout: `slices` x images x positions x `row` floats, value columns from `vo`. */
+typedef struct {
+    Py_ssize_t slices, row, vo;
+} Packing;
+
+static Packing packing(Py_ssize_t heads, Py_ssize_t ck, Py_ssize_t cv, int head_split, int kv_split) {
+    Packing p;
+    p.slices = head_split ? heads : 1;
+    p.vo = kv_split ? ROUND_UP(ck, 8) : 0;
+    p.row = kv_split ? ROUND_UP(ck, 8) + ROUND_UP(cv, 8) : ROUND_UP(ck, 8);
+    return p;
+}
+
+/* The dropout hash: a 32-bit integer mixer (constants from Wellons' hash-prospector, both below
+ * 2^31 so that a reference in int64 arithmetic never overflows). */
+static inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x21f0aaadu;
+    x ^= x >> 15;
+    x *= 0x735a2d97u;
+    x ^= x >> 15;
+    return x;
+}
+
+#define POSITION_STEP 0x9E3779B9u
+
+/* Per-(image, block, class) stream key of the dropout hash; row = (image*heads + block)*M + class. */
+static inline uint32_t class_key(uint64_t row, uint64_t seed) {
+    return mix32(mix32((uint32_t)row ^ (uint32_t)seed) ^ (uint32_t)(row >> 32) ^ (uint32_t)(seed >> 32));
+}
+
+typedef struct {
+    const float *x; /* packed features */
+    Packing pk;
+    int head_split, kv_split;
+    const float *wk, *wv, *bv; /* (heads*classes, ck), (heads*classes, cv), (heads*classes,) */
+    Py_ssize_t images, length, classes, panels, heads, ck, cv;
+    Py_ssize_t group, items; /* panels per work item, work items */
+    float key_scale, keep_scale;
+    uint32_t threshold; /* dropout: keep where hash >> 8 >= threshold; 0: no dropout */
+    uint64_t seed;
+    float *stats; /* (2, images, heads, classes): lse, y */
+    /* backward only */
+    const float *grad; /* (images, classes) */
+    float *dx;         /* per thread: one packed-layout buffer */
+    float *dwk, *dwv, *dbv;
+    int need_dx, need_dw;
+    float *scratch; /* per thread, scratch_stride floats, 32-byte aligned */
+    Py_ssize_t scratch_stride;
+} TrainJob;
+
+static Py_ssize_t packed_floats(const TrainJob *job) { return job->pk.slices * job->images * job->length * job->pk.row; }
+
+/* Block n's packed row of position 0 of image b. */
+static const float *block_rows(const TrainJob *job, const float *base, Py_ssize_t n, Py_ssize_t b) {
+    return base + ((job->head_split ? n : 0) * job->images + b) * job->length * job->pk.row;
+}
+
+#ifdef NOAH_HAVE_AVX2
+
+/* ---- the register tile -------------------------------------------------------------------
+ * c[i][0..8V) (+)= sum_{k < inner} a[i*row + k*col] * w[k*ldw + 0..8V)  for i < R: R*V <= 12
+ * accumulators (R <= 6 rows of 16 columns, or R <= 12 rows of 8), one broadcast per row and V
+ * loads per step. R and V are constants in each instance below, so the unused accumulators
+ * drop out (named variables, not an array: GCC keeps an array of vectors on the stack). */
+#define T_INIT(i)                                                                                  \
+    __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();                           \
+    if (R > i && accumulate) {                                                                     \
+        c##i##0 = _mm256_loadu_ps(c + i * ldc);                                                    \
+        if (V > 1) c##i##1 = _mm256_loadu_ps(c + i * ldc + 8);                                     \
+    }
+#define T_FMA(i)                                                                                   \
+    if (R > i) {                                                                                   \
+        __m256 x = _mm256_broadcast_ss(ak + i * row);                                              \
+        c##i##0 = _mm256_fmadd_ps(x, b0, c##i##0);                                                 \
+        if (V > 1) c##i##1 = _mm256_fmadd_ps(x, b1, c##i##1);                                      \
+    }
+#define T_STORE(i)                                                                                 \
+    if (R > i) {                                                                                   \
+        _mm256_storeu_ps(c + i * ldc, c##i##0);                                                    \
+        if (V > 1) _mm256_storeu_ps(c + i * ldc + 8, c##i##1);                                     \
+    }
+#define T_ALL(m) m(0) m(1) m(2) m(3) m(4) m(5) m(6) m(7) m(8) m(9) m(10) m(11)
+
+AVX2 static inline __attribute__((always_inline)) void tile_body(const int R, const int V, const float *a, Py_ssize_t row,
+                                                                  Py_ssize_t col, const float *w, Py_ssize_t ldw,
+                                                                  Py_ssize_t inner, float *c, Py_ssize_t ldc, int accumulate) {
+    T_ALL(T_INIT)
+    for (Py_ssize_t k = 0; k < inner; k++) {
+        const float *ak = a + k * col, *wk = w + k * ldw;
+        const __m256 b0 = _mm256_loadu_ps(wk), b1 = V > 1 ? _mm256_loadu_ps(wk + 8) : b0;
+        T_ALL(T_FMA)
+    }
+    T_ALL(T_STORE)
+}
+#undef T_INIT
+#undef T_FMA
+#undef T_STORE
+#undef T_ALL
+
+typedef void (*TileFn)(const float *, Py_ssize_t, Py_ssize_t, const float *, Py_ssize_t, Py_ssize_t, float *, Py_ssize_t, int);
+
+#define TILE(R, V)                                                                                                      \
+    AVX2 static void tile_##R##x##V(const float *a, Py_ssize_t row, Py_ssize_t col, const float *w, Py_ssize_t ldw,     \
+                                    Py_ssize_t inner, float *c, Py_ssize_t ldc, int accumulate) {                       \
+        tile_body(R, V, a, row, col, w, ldw, inner, c, ldc, accumulate);                                                \
+    }
+TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1)
+TILE(7, 1) TILE(8, 1) TILE(9, 1) TILE(10, 1) TILE(11, 1) TILE(12, 1)
+TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2)
+#undef TILE
+
+static const TileFn tiles8[13] = {NULL, tile_1x1, tile_2x1, tile_3x1, tile_4x1, tile_5x1, tile_6x1,
+                                  tile_7x1, tile_8x1, tile_9x1, tile_10x1, tile_11x1, tile_12x1};
+static const TileFn tiles16[7] = {NULL, tile_1x2, tile_2x2, tile_3x2, tile_4x2, tile_5x2, tile_6x2};
+
+/* Columns [j0, j0 + 8V) of c[rows] (+)= a @ w, the rows spread evenly over tiles of at most
+ * `most` rows (49 = 4 x 6 + 5 x 5, not 8 x 6 + 1: a tile with fewer than 8 accumulators cannot
+ * hide the FMA latency). */
+AVX2 static void matmul_columns(const TileFn *fns, int most, Py_ssize_t j0, Py_ssize_t rows, const float *a, Py_ssize_t row,
+                                Py_ssize_t col, const float *w, Py_ssize_t ldw, Py_ssize_t inner, float *c, Py_ssize_t ldc,
+                                int accumulate) {
+    const Py_ssize_t count = (rows + most - 1) / most;
+    for (Py_ssize_t t = 0, i = 0; t < count; t++) {
+        const int r = (int)(rows / count + (t < rows % count));
+        fns[r](a + i * row, row, col, w + j0, ldw, inner, c + i * ldc + j0, ldc, accumulate);
+        i += r;
+    }
+}
+
+/* c[rows][cols] (+)= a[rows, inner] @ w[inner, cols] (cols a multiple of 8): tiles of 6 rows x
+ * 16 columns, and 12 rows x 8 columns for an odd 8; a's rows are `row` apart and its inner
+ * steps `col` apart. */
+AVX2 static void matmul(Py_ssize_t rows, Py_ssize_t cols, const float *a, Py_ssize_t row, Py_ssize_t col, const float *w,
+                        Py_ssize_t ldw, Py_ssize_t inner, float *c, Py_ssize_t ldc, int accumulate) {
+    Py_ssize_t j = 0;
+    for (; j + 16 <= cols; j += 16) matmul_columns(tiles16, 6, j, rows, a, row, col, w, ldw, inner, c, ldc, accumulate);
+    if (j < cols) matmul_columns(tiles8, 12, j, rows, a, row, col, w, ldw, inner, c, ldc, accumulate);
+}
+
+/* ---- dropout masks -------------------------------------------------------------------------- */
+
+AVX2 static inline __m256i mix32x8(__m256i x) {
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x21f0aaad));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x735a2d97));
+    return _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+}
+
+/* The scaled mask (0 or keep_scale) of 8 classes with stream keys `key` at position l. */
+AVX2 static inline __m256 keep_mask(__m256i key, Py_ssize_t l, __m256i below, __m256 scale) {
+    __m256i u = mix32x8(_mm256_add_epi32(key, _mm256_set1_epi32((int)((uint32_t)l * POSITION_STEP))));
+    __m256i keep = _mm256_cmpgt_epi32(_mm256_srli_epi32(u, 8), below); /* both below 2^24: signed compare is fine */
+    return _mm256_and_ps(_mm256_castsi256_ps(keep), scale);
+}
+
+/* ---- one group of panels of one image ------------------------------------------------------- */
+
+/* Per-thread buffers for a group of G panels (the forward uses G = 1 and the first four). */
+typedef struct {
+    float *wkp, *wvp;   /* G packed (c x 16) panels, keys scaled by key_scale */
+    float *kbuf, *vbuf; /* (length x 16G): keys/values, then dK/dV */
+    float *wkn, *wvn;   /* natural (16G x c rounded up to 8) weights, zero-padded */
+    float *acck, *accv; /* G (c x 16) panels: dWk^T, dWv^T */
+    Py_ssize_t ld;      /* 16G: floats per kbuf/vbuf row */
+} Buffers;
+
+static Py_ssize_t scratch_floats(Py_ssize_t ck, Py_ssize_t cv, Py_ssize_t length, Py_ssize_t group) {
+    return NOAH_NR * group * (2 * ck + 2 * cv + ROUND_UP(ck, 8) + ROUND_UP(cv, 8) + 2 * length);
+}
+
+static Buffers buffers_of(const TrainJob *job, int t) {
+    Buffers p;
+    const Py_ssize_t g = job->group;
+    p.ld = NOAH_NR * g;
+    p.wkp = job->scratch + t * job->scratch_stride;
+    p.wvp = p.wkp + g * job->ck * NOAH_NR;
+    p.kbuf = p.wvp + g * job->cv * NOAH_NR;
+    p.vbuf = p.kbuf + job->length * p.ld;
+    p.wkn = p.vbuf + job->length * p.ld;
+    p.wvn = p.wkn + p.ld * ROUND_UP(job->ck, 8);
+    p.acck = p.wvn + p.ld * ROUND_UP(job->cv, 8);
+    p.accv = p.acck + g * job->ck * NOAH_NR;
+    return p;
+}
+
+/* `width` rows of a (rows, c) matrix into a (rows_out, c8) block, zero-padded. */
+static void pack_natural(const float *w, Py_ssize_t width, Py_ssize_t c, Py_ssize_t rows_out, float *dst) {
+    const Py_ssize_t c8 = ROUND_UP(c, 8);
+    for (Py_ssize_t j = 0; j < rows_out; j++)
+        for (Py_ssize_t k = 0; k < c8; k++) dst[j * c8 + k] = j < width && k < c ? w[j * c + k] : 0.0f;
+}
+
+/* Keys (key_scale units) and values (no bias) of an image's positions for panel i of the group:
+ * columns [16i, 16i + 16) of kbuf/vbuf. */
+AVX2 static void keys_values(const TrainJob *job, const float *xb, const Buffers *p, Py_ssize_t i) {
+    matmul(job->length, NOAH_NR, xb, job->pk.row, 1, p->wkp + i * job->ck * NOAH_NR, NOAH_NR, job->ck, p->kbuf + i * NOAH_NR,
+           p->ld, 0);
+    matmul(job->length, NOAH_NR, xb + job->pk.vo, job->pk.row, 1, p->wvp + i * job->cv * NOAH_NR, NOAH_NR, job->cv,
+           p->vbuf + i * NOAH_NR, p->ld, 0);
+}
+
+typedef struct {
+    _Alignas(32) float bias[NOAH_NR];
+    _Alignas(32) uint32_t keys[NOAH_NR]; /* dropout stream keys */
+} PanelConsts;
+
+static void panel_consts(const TrainJob *job, Py_ssize_t b, Py_ssize_t n, Py_ssize_t m0, Py_ssize_t width, PanelConsts *pc) {
+    memset(pc->keys, 0, sizeof pc->keys);
+    for (Py_ssize_t j = 0; j < NOAH_NR; j++) {
+        pc->bias[j] = j < width ? job->bv[n * job->classes + m0 + j] : 0.0f;
+        if (job->threshold)
+            pc->keys[j] = class_key(((uint64_t)(b * job->heads + n)) * (uint64_t)job->classes + (uint64_t)(m0 + j), job->seed);
+    }
+}
+
+/* Forward: softmax over positions of the keys k (rows ld apart), pooled with the values v;
+ * lse[j] = max + log2(sum 2^(K' - max)), y[j] = the pooled value. */
+AVX2 static void fold_forward(const TrainJob *job, const float *k, const float *v, Py_ssize_t ld, const PanelConsts *pc,
+                              float *lse, float *y) {
+    const Py_ssize_t length = job->length;
+    __m256 mx0 = _mm256_set1_ps(-INFINITY), mx1 = mx0;
+    for (Py_ssize_t l = 0; l < length; l++) {
+        mx0 = _mm256_max_ps(mx0, _mm256_load_ps(k + ld * l));
+        mx1 = _mm256_max_ps(mx1, _mm256_load_ps(k + ld * l + 8));
+    }
+    const __m256 b0 = _mm256_load_ps(pc->bias), b1 = _mm256_load_ps(pc->bias + 8);
+    const __m256i k0 = _mm256_load_si256((const __m256i *)pc->keys), k1 = _mm256_load_si256((const __m256i *)(pc->keys + 8));
+    const __m256i below = _mm256_set1_epi32((int)job->threshold - 1);
+    const __m256 scale = _mm256_set1_ps(job->keep_scale);
+    __m256 den0 = _mm256_setzero_ps(), den1 = den0, num0 = den0, num1 = den0;
+    for (Py_ssize_t l = 0; l < length; l++) {
+        const float *kl = k + ld * l, *vl = v + ld * l;
+        __m256 e0 = exp2_clamped(_mm256_sub_ps(_mm256_load_ps(kl), mx0));
+        __m256 e1 = exp2_clamped(_mm256_sub_ps(_mm256_load_ps(kl + 8), mx1));
+        __m256 v0 = _mm256_add_ps(_mm256_load_ps(vl), b0), v1 = _mm256_add_ps(_mm256_load_ps(vl + 8), b1);
+        if (job->threshold) {
+            v0 = _mm256_mul_ps(v0, keep_mask(k0, l, below, scale));
+            v1 = _mm256_mul_ps(v1, keep_mask(k1, l, below, scale));
+        }
+        den0 = _mm256_add_ps(den0, e0);
+        den1 = _mm256_add_ps(den1, e1);
+        num0 = _mm256_fmadd_ps(e0, v0, num0);
+        num1 = _mm256_fmadd_ps(e1, v1, num1);
+    }
+    _Alignas(32) float mx[NOAH_NR], den[NOAH_NR], num[NOAH_NR];
+    _mm256_store_ps(mx, mx0);
+    _mm256_store_ps(mx + 8, mx1);
+    _mm256_store_ps(den, den0);
+    _mm256_store_ps(den + 8, den1);
+    _mm256_store_ps(num, num0);
+    _mm256_store_ps(num + 8, num1);
+    for (int j = 0; j < NOAH_NR; j++) {
+        lse[j] = mx[j] + log2f(den[j]);
+        y[j] = num[j] / den[j];
+    }
+}
+
+/* Backward: the keys k become dK = g A (V - y) and the values v dV = g A D, in place (rows ld
+ * apart); dbv += sum over positions of dV. */
+AVX2 static void maps_backward(const TrainJob *job, float *k, float *v, Py_ssize_t ld, const PanelConsts *pc,
+                               const float *lse, const float *y, const float *g, __m256 dbv[2]) {
+    const __m256 b0 = _mm256_load_ps(pc->bias), b1 = _mm256_load_ps(pc->bias + 8);
+    const __m256 s0 = _mm256_load_ps(lse), s1 = _mm256_load_ps(lse + 8);
+    const __m256 y0 = _mm256_load_ps(y), y1 = _mm256_load_ps(y + 8);
+    const __m256 g0 = _mm256_load_ps(g), g1 = _mm256_load_ps(g + 8);
+    const __m256i k0 = _mm256_load_si256((const __m256i *)pc->keys), k1 = _mm256_load_si256((const __m256i *)(pc->keys + 8));
+    const __m256i below = _mm256_set1_epi32((int)job->threshold - 1);
+    const __m256 scale = _mm256_set1_ps(job->keep_scale);
+    __m256 db0 = dbv[0], db1 = dbv[1];
+    for (Py_ssize_t l = 0; l < job->length; l++) {
+        float *kl = k + ld * l, *vl = v + ld * l;
+        __m256 ga0 = _mm256_mul_ps(g0, exp2_clamped(_mm256_sub_ps(_mm256_load_ps(kl), s0)));
+        __m256 ga1 = _mm256_mul_ps(g1, exp2_clamped(_mm256_sub_ps(_mm256_load_ps(kl + 8), s1)));
+        __m256 v0 = _mm256_add_ps(_mm256_load_ps(vl), b0), v1 = _mm256_add_ps(_mm256_load_ps(vl + 8), b1);
+        __m256 dv0 = ga0, dv1 = ga1;
+        if (job->threshold) {
+            __m256 d0 = keep_mask(k0, l, below, scale), d1 = keep_mask(k1, l, below, scale);
+            v0 = _mm256_mul_ps(v0, d0);
+            v1 = _mm256_mul_ps(v1, d1);
+            dv0 = _mm256_mul_ps(ga0, d0);
+            dv1 = _mm256_mul_ps(ga1, d1);
+        }
+        _mm256_store_ps(kl, _mm256_mul_ps(ga0, _mm256_sub_ps(v0, y0)));
+        _mm256_store_ps(kl + 8, _mm256_mul_ps(ga1, _mm256_sub_ps(v1, y1)));
+        _mm256_store_ps(vl, dv0);
+        _mm256_store_ps(vl + 8, dv1);
+        db0 = _mm256_add_ps(db0, dv0);
+        db1 = _mm256_add_ps(db1, dv1);
+    }
+    dbv[0] = db0;
+    dbv[1] = db1;
+}
+
+/* ---- work items: (block, panel group) pairs ------------------------------------------------- */
+
+AVX2 static void forward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i1, int t) {
+    const Buffers p = buffers_of(job, t);
+    PanelConsts pc;
+    _Alignas(32) float lse[NOAH_NR], y[NOAH_NR];
+    const Py_ssize_t plane = job->images * job->heads * job->classes;
+    for (Py_ssize_t item = i0; item < i1; item++) {
+        const Py_ssize_t n = item / job->panels, m0 = item % job->panels * NOAH_NR;
+        const Py_ssize_t width = job->classes - m0 < NOAH_NR ? job->classes - m0 : NOAH_NR, row0 = n * job->classes + m0;
+        pack_panel(job->wk + row0 * job->ck, width, job->ck, job->key_scale, p.wkp);
+        pack_panel(job->wv + row0 * job->cv, width, job->cv, 1.0f, p.wvp);
+        for (Py_ssize_t b = 0; b < job->images; b++) {
+            keys_values(job, block_rows(job, job->x, n, b), &p, 0);
+            panel_consts(job, b, n, m0, width, &pc);
+            fold_forward(job, p.kbuf, p.vbuf, p.ld, &pc, lse, y);
+            float *out = job->stats + (b * job->heads + n) * job->classes + m0;
+            for (Py_ssize_t j = 0; j < width; j++) {
+                out[j] = lse[j];
+                out[plane + j] = y[j];
+            }
+        }
+    }
+}
+
+AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i1, int t) {
+    const Buffers p = buffers_of(job, t);
+    PanelConsts pc;
+    _Alignas(32) float lse[NOAH_NR], y[NOAH_NR], g[NOAH_NR], db[NOAH_NR];
+    const Py_ssize_t plane = job->images * job->heads * job->classes, ck8 = ROUND_UP(job->ck, 8), cv8 = ROUND_UP(job->cv, 8);
+    const Py_ssize_t groups = (job->panels + job->group - 1) / job->group, ck = job->ck, cv = job->cv;
+    float *dx = job->need_dx ? job->dx + t * packed_floats(job) : NULL;
+    for (Py_ssize_t item = i0; item < i1; item++) {
+        const Py_ssize_t n = item / groups, p0 = item % groups * job->group, m0 = p0 * NOAH_NR;
+        const Py_ssize_t count = job->panels - p0 < job->group ? job->panels - p0 : job->group; /* panels in the group */
+        const Py_ssize_t classes = job->classes - m0 < count * NOAH_NR ? job->classes - m0 : count * NOAH_NR;
+        const Py_ssize_t row0 = n * job->classes + m0;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            const Py_ssize_t width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
+            pack_panel(job->wk + (row0 + i * NOAH_NR) * ck, width, ck, job->key_scale, p.wkp + i * ck * NOAH_NR);
+            pack_panel(job->wv + (row0 + i * NOAH_NR) * cv, width, cv, 1.0f, p.wvp + i * cv * NOAH_NR);
+        }
+        if (dx) {
+            pack_natural(job->wk + row0 * ck, classes, ck, p.ld, p.wkn);
+            pack_natural(job->wv + row0 * cv, classes, cv, p.ld, p.wvn);
+        }
+        memset(p.acck, 0, sizeof(float) * NOAH_NR * job->group * (ck + cv));
+        __m256 dbv[GROUP_MAX][2];
+        for (Py_ssize_t i = 0; i < count; i++) dbv[i][0] = dbv[i][1] = _mm256_setzero_ps();
+        for (Py_ssize_t b = 0; b < job->images; b++) {
+            const float *xb = block_rows(job, job->x, n, b);
+            for (Py_ssize_t i = 0; i < count; i++) {
+                const Py_ssize_t mi = m0 + i * NOAH_NR, width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
+                keys_values(job, xb, &p, i);
+                panel_consts(job, b, n, mi, width, &pc);
+                const float *saved = job->stats + (b * job->heads + n) * job->classes + mi;
+                for (Py_ssize_t j = 0; j < NOAH_NR; j++) {
+                    lse[j] = j < width ? saved[j] : 0.0f;
+                    y[j] = j < width ? saved[plane + j] : 0.0f;
+                    g[j] = j < width ? job->grad[b * job->classes + mi + j] : 0.0f;
+                }
+                maps_backward(job, p.kbuf + i * NOAH_NR, p.vbuf + i * NOAH_NR, p.ld, &pc, lse, y, g, dbv[i]);
+                if (job->need_dw) { /* dW^T[channel][class] += X^T dK: rows = channels, inner = positions */
+                    matmul(ck, NOAH_NR, xb, 1, job->pk.row, p.kbuf + i * NOAH_NR, p.ld, job->length, p.acck + i * ck * NOAH_NR,
+                           NOAH_NR, 1);
+                    matmul(cv, NOAH_NR, xb + job->pk.vo, 1, job->pk.row, p.vbuf + i * NOAH_NR, p.ld, job->length,
+                           p.accv + i * cv * NOAH_NR, NOAH_NR, 1);
+                }
+            }
+            if (dx) { /* dX[position][channel] += dK W: inner = the group's classes */
+                float *dxb = (float *)block_rows(job, dx, n, b);
+                matmul(job->length, ck8, p.kbuf, p.ld, 1, p.wkn, ck8, classes, dxb, job->pk.row, 1);
+                matmul(job->length, cv8, p.vbuf, p.ld, 1, p.wvn, cv8, classes, dxb + job->pk.vo, job->pk.row, 1);
+            }
+        }
+        for (Py_ssize_t i = 0; i < count; i++) {
+            const Py_ssize_t mi = m0 + i * NOAH_NR, width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
+            const Py_ssize_t r = n * job->classes + mi;
+            if (job->need_dw) {
+                const float *ak = p.acck + i * ck * NOAH_NR, *av = p.accv + i * cv * NOAH_NR;
+                for (Py_ssize_t j = 0; j < width; j++) {
+                    for (Py_ssize_t k = 0; k < ck; k++) job->dwk[(r + j) * ck + k] = ak[k * NOAH_NR + j];
+                    for (Py_ssize_t k = 0; k < cv; k++) job->dwv[(r + j) * cv + k] = av[k * NOAH_NR + j];
+                }
+            }
+            _mm256_store_ps(db, dbv[i][0]);
+            _mm256_store_ps(db + 8, dbv[i][1]);
+            for (Py_ssize_t j = 0; j < width; j++) job->dbv[r + j] = db[j];
+        }
+    }
+}
+
+/* Work items split evenly over `threads` OpenMP threads (PyTorch's team: the extension links
+ * the libgomp PyTorch already loaded). */
+AVX2 static void run_items(const TrainJob *job, int backward, int threads) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
+#endif
+    for (int t = 0; t < threads; t++) {
+        const Py_ssize_t i0 = job->items * t / threads, i1 = job->items * (t + 1) / threads;
+        if (backward) {
+            if (job->need_dx) memset(job->dx + t * packed_floats(job), 0, sizeof(float) * packed_floats(job));
+            backward_items(job, i0, i1, t);
+        } else {
+            forward_items(job, i0, i1, t);
+        }
+    }
+}
+
+#endif /* NOAH_HAVE_AVX2 */
+
+/* Channel of column k of slice s: keys (value = 0) or values (value = 1). */
+static Py_ssize_t channel_of(const TrainJob *job, Py_ssize_t s, int value, Py_ssize_t k) {
+    const Py_ssize_t blocks = job->head_split ? job->heads : 1;
+    if (!value) return s * job->ck + k;
+    return blocks * job->ck + s * job->cv + k;
+}
+
+/* (images, length, channels) features with strides `st` into the packed layout (zero padding). */
+static void pack_features(const TrainJob *job, const float *x, const Py_ssize_t *st, float *packed, int threads) {
+    const Py_ssize_t row = job->pk.row;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (Py_ssize_t b = 0; b < job->images; b++) {
+        for (Py_ssize_t s = 0; s < job->pk.slices; s++) {
+            float *dst = packed + (s * job->images + b) * job->length * row;
+            for (Py_ssize_t l = 0; l < job->length; l++, dst += row) {
+                const float *src = x + b * st[0] + l * st[1];
+                memset(dst, 0, sizeof(float) * row);
+                for (int value = 0; value <= job->kv_split; value++) {
+                    const Py_ssize_t c = value ? job->cv : job->ck, c0 = channel_of(job, s, value, 0);
+                    float *d = dst + (value ? job->pk.vo : 0);
+                    for (Py_ssize_t k = 0; k < c; k++) d[k] = src[(c0 + k) * st[2]];
+                }
+            }
+        }
+    }
+}
+
+/* dx (strides `st`) = the sum of the per-thread packed-layout buffers, mapped back to channels. */
+static void sum_dx(const TrainJob *job, const float *buffers, int count, float *dx, const Py_ssize_t *st, int threads) {
+    const Py_ssize_t stride = packed_floats(job), row = job->pk.row;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (Py_ssize_t b = 0; b < job->images; b++) {
+        for (Py_ssize_t s = 0; s < job->pk.slices; s++) {
+            const float *src = buffers + (s * job->images + b) * job->length * row;
+            for (Py_ssize_t l = 0; l < job->length; l++, src += row) {
+                float *dst = dx + b * st[0] + l * st[1];
+                for (int value = 0; value <= job->kv_split; value++) {
+                    const Py_ssize_t c = value ? job->cv : job->ck, c0 = channel_of(job, s, value, 0);
+                    const float *sv = src + (value ? job->pk.vo : 0);
+                    for (Py_ssize_t k = 0; k < c; k++) {
+                        float sum = sv[k];
+                        for (int t = 1; t < count; t++) sum += sv[t * stride + k];
+                        dst[(c0 + k) * st[2]] = sum;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- Python entry points -------------------------------------------------------------------- */
+
+typedef struct {
+    Py_ssize_t heads;
+    int head_split, kv_split;
+    unsigned int threshold;
+    float keep_scale, key_scale;
+    unsigned long long seed;
+    int threads;
+} Config;
+
+/* Fill `job` from the buffers shared by both entry points and check them; -1 with an exception. */
+static int setup_job(TrainJob *job, const Config *cfg, Py_ssize_t images, Py_ssize_t length, Py_ssize_t channels,
+                     const Py_buffer *packed, const Py_buffer *wk, const Py_buffer *wv, const Py_buffer *bv,
+                     const Py_buffer *stats) {
+    if (!cpu_has_avx2()) {
+        PyErr_SetString(PyExc_RuntimeError, "the NOAH training kernel needs an x86-64 CPU with AVX2 and FMA");
+        return -1;
+    }
+    const Py_buffer *contiguous[5] = {packed, wk, wv, bv, stats};
+    for (int i = 0; i < 5; i++) {
+        if (!PyBuffer_IsContiguous(contiguous[i], 'C')) {
+            PyErr_SetString(PyExc_ValueError, "packed, wk, wv, bv and stats must be C-contiguous");
+            return -1;
+        }
+    }
+    if (packed->ndim != 4 || wk->ndim != 2 || wv->ndim != 2 || bv->ndim != 1 || stats->ndim != 4 || cfg->heads <= 0
+        || cfg->threads < 1 || cfg->threshold > (1u << 24)) {
+        PyErr_SetString(PyExc_ValueError, "NOAH training kernel: wrong dimensions, heads, threads or threshold");
+        return -1;
+    }
+    job->images = images;
+    job->length = length;
+    job->heads = cfg->heads;
+    job->head_split = cfg->head_split != 0;
+    job->kv_split = cfg->kv_split != 0;
+    job->classes = wk->shape[0] / cfg->heads;
+    job->ck = wk->shape[1];
+    job->cv = wv->shape[1];
+    job->pk = packing(cfg->heads, job->ck, job->cv, job->head_split, job->kv_split);
+    job->panels = (job->classes + NOAH_NR - 1) / NOAH_NR;
+    job->group = 1;
+    job->items = job->heads * job->panels;
+    job->key_scale = cfg->key_scale;
+    job->keep_scale = cfg->keep_scale;
+    job->threshold = cfg->threshold;
+    job->seed = cfg->seed;
+    job->x = packed->buf;
+    job->wk = wk->buf;
+    job->wv = wv->buf;
+    job->bv = bv->buf;
+    job->stats = stats->buf;
+    const Py_ssize_t blocks = job->head_split ? job->heads : 1;
+    const Py_ssize_t expected = job->kv_split ? blocks * (job->ck + job->cv) : blocks * job->ck;
+    if (job->classes <= 0 || wk->shape[0] != cfg->heads * job->classes || wv->shape[0] != wk->shape[0]
+        || bv->shape[0] != wk->shape[0] || job->ck <= 0 || job->cv <= 0 || images <= 0 || length <= 0
+        || (!job->kv_split && job->ck != job->cv) || channels != expected
+        || packed->shape[0] != job->pk.slices || packed->shape[1] != images || packed->shape[2] != length
+        || packed->shape[3] != job->pk.row || stats->shape[0] != 2 || stats->shape[1] != images
+        || stats->shape[2] != cfg->heads || stats->shape[3] != job->classes) {
+        PyErr_SetString(PyExc_ValueError, "NOAH training kernel: inconsistent shapes");
+        return -1;
+    }
+    return 0;
+}
+
+/* Aligned per-thread scratch plus `extra` floats (returned); NULL with MemoryError set. */
+static float *alloc_scratch(TrainJob *job, int threads, Py_ssize_t extra, void **raw) {
+    job->scratch_stride = ROUND_UP(scratch_floats(job->ck, job->cv, job->length, job->group), 8);
+    *raw = PyMem_RawMalloc((threads * job->scratch_stride + extra) * sizeof(float) + 32);
+    if (*raw == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    float *aligned = (float *)((char *)*raw + (32 - (uintptr_t)*raw % 32) % 32);
+    job->scratch = aligned;
+    return aligned + threads * job->scratch_stride;
+}
+
+PyObject *noah_train_packed_shape(PyObject *self, PyObject *args) {
+    Py_ssize_t images, length, heads, ck, cv;
+    int head_split, kv_split;
+    if (!PyArg_ParseTuple(args, "nnnnnpp", &images, &length, &heads, &ck, &cv, &head_split, &kv_split)) return NULL;
+    if (images < 0 || length <= 0 || heads <= 0 || ck <= 0 || cv <= 0) {
+        PyErr_SetString(PyExc_ValueError, "train_packed_shape: sizes must be positive");
+        return NULL;
+    }
+    Packing p = packing(heads, ck, cv, head_split, kv_split);
+    return Py_BuildValue("(nnnn)", p.slices, images, length, p.row);
+}
+
+PyObject *noah_train_forward(PyObject *self, PyObject *args) {
+    PyObject *objs[7];
+    Config cfg;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnppIfKif", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6],
+                          &cfg.heads, &cfg.head_split, &cfg.kv_split, &cfg.threshold, &cfg.keep_scale, &cfg.seed,
+                          &cfg.threads, &cfg.key_scale))
+        return NULL;
+    static const char *names[7] = {"x", "packed", "wk", "wv", "bv", "stats", "logits"};
+    Py_buffer views[7];
+    for (int i = 0; i < 7; i++) {
+        if (get_float_buffer(objs[i], &views[i], i == 1 || i >= 5, names[i]) < 0) {
+            release_all(views, i);
+            return NULL;
+        }
+    }
+    PyObject *result = NULL;
+    Py_ssize_t sx[3];
+    TrainJob job = {0};
+    Py_buffer *x = &views[0], *logits = &views[6];
+    if (float_strides(x, 3, "x", sx) < 0) {
+    } else if (setup_job(&job, &cfg, x->shape[0], x->shape[1], x->shape[2], &views[1], &views[2], &views[3], &views[4],
+                         &views[5]) < 0) {
+    } else if (logits->ndim != 2 || logits->shape[0] != job.images || logits->shape[1] != job.classes
+               || !PyBuffer_IsContiguous(logits, 'C')) {
+        PyErr_SetString(PyExc_ValueError, "train_forward: logits must be C-contiguous (images, classes)");
+    } else {
+#ifdef NOAH_HAVE_AVX2
+        void *raw;
+        if (alloc_scratch(&job, cfg.threads, 0, &raw) != NULL) {
+            int finite = 1;
+            float *out = logits->buf;
+            const Py_ssize_t plane = job.images * job.heads * job.classes;
+            Py_BEGIN_ALLOW_THREADS
+            pack_features(&job, x->buf, sx, views[1].buf, cfg.threads);
+            run_items(&job, 0, cfg.threads);
+            for (Py_ssize_t b = 0; b < job.images; b++) {
+                for (Py_ssize_t m = 0; m < job.classes; m++) {
+                    float sum = 0.0f;
+                    for (Py_ssize_t n = 0; n < job.heads; n++) sum += job.stats[plane + (b * job.heads + n) * job.classes + m];
+                    out[b * job.classes + m] = sum;
+                    finite &= isfinite(sum) != 0;
+                }
+            }
+            Py_END_ALLOW_THREADS
+            PyMem_RawFree(raw);
+            result = Py_NewRef(finite ? Py_True : Py_False);
+        }
+#endif
+    }
+    release_all(views, 7);
+    return result;
+}
+
+PyObject *noah_train_backward(PyObject *self, PyObject *args) {
+    PyObject *objs[10];
+    Config cfg;
+    Py_ssize_t channels, group;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOnnppIfKifn", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
+                          &objs[6], &objs[7], &objs[8], &objs[9], &channels, &cfg.heads, &cfg.head_split, &cfg.kv_split,
+                          &cfg.threshold, &cfg.keep_scale, &cfg.seed, &cfg.threads, &cfg.key_scale, &group))
+        return NULL;
+    static const char *names[10] = {"packed", "wk", "wv", "bv", "stats", "grad", "dx", "dwk", "dwv", "dbv"};
+    Py_buffer views[10];
+    int held[10] = {0};
+    PyObject *result = NULL;
+    TrainJob job = {0};
+    Py_ssize_t sdx[3] = {0, 0, 0};
+    for (int i = 0; i < 10; i++) {
+        if ((i == 6 || i == 7 || i == 8) && objs[i] == Py_None) continue; /* dx, dwk, dwv: not needed */
+        if (get_float_buffer(objs[i], &views[i], i >= 6, names[i]) < 0) goto done;
+        held[i] = 1;
+    }
+    Py_buffer *packed = &views[0], *grad = &views[5], *dx = &views[6], *dwk = &views[7], *dwv = &views[8], *dbv = &views[9];
+    job.need_dx = held[6];
+    job.need_dw = held[7] && held[8];
+    if (held[7] != held[8] || group < 1 || group > GROUP_MAX) {
+        PyErr_SetString(PyExc_ValueError, "train_backward: give both dwk and dwv or neither, and 1 <= group <= 8");
+    } else if (job.need_dx && float_strides(dx, 3, "dx", sdx) < 0) {
+    } else if (setup_job(&job, &cfg, packed->ndim == 4 ? packed->shape[1] : 0, packed->ndim == 4 ? packed->shape[2] : 0,
+                         channels, packed, &views[1], &views[2], &views[3], &views[4]) < 0) {
+    } else if (grad->ndim != 2 || grad->shape[0] != job.images || grad->shape[1] != job.classes
+               || !PyBuffer_IsContiguous(grad, 'C') || dbv->ndim != 1 || dbv->shape[0] != job.heads * job.classes
+               || !PyBuffer_IsContiguous(dbv, 'C')
+               || (job.need_dx && (dx->shape[0] != job.images || dx->shape[1] != job.length || dx->shape[2] != channels))
+               || (job.need_dw && (dwk->ndim != 2 || dwv->ndim != 2 || dwk->shape[0] != views[1].shape[0]
+                                   || dwk->shape[1] != job.ck || dwv->shape[0] != views[2].shape[0]
+                                   || dwv->shape[1] != job.cv || !PyBuffer_IsContiguous(dwk, 'C')
+                                   || !PyBuffer_IsContiguous(dwv, 'C')))) {
+        PyErr_SetString(PyExc_ValueError, "train_backward: grad, dx, dwk, dwv or dbv has the wrong shape or layout");
+    } else {
+#ifdef NOAH_HAVE_AVX2
+        void *raw;
+        job.group = group;
+        job.items = job.heads * ((job.panels + group - 1) / group);
+        const Py_ssize_t per_thread = job.need_dx ? packed_floats(&job) : 0;
+        float *buffers = alloc_scratch(&job, cfg.threads, cfg.threads * per_thread, &raw);
+        if (buffers != NULL) {
+            job.grad = grad->buf;
+            job.dx = buffers;
+            job.dwk = job.need_dw ? dwk->buf : NULL;
+            job.dwv = job.need_dw ? dwv->buf : NULL;
+            job.dbv = dbv->buf;
+            Py_BEGIN_ALLOW_THREADS
+            run_items(&job, 1, cfg.threads);
+            if (job.need_dx) sum_dx(&job, buffers, cfg.threads, dx->buf, sdx, cfg.threads);
+            Py_END_ALLOW_THREADS
+            PyMem_RawFree(raw);
+            result = Py_NewRef(Py_None);
+        }
+#endif
+    }
+done:
+    for (int i = 0; i < 10; i++)
+        if (held[i]) PyBuffer_Release(&views[i]);
+    return result;
+}
