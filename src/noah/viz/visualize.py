@@ -1,0 +1,223 @@
+"""``noah visualize``: what NOAH looks at, per image and class, beside a GAP baseline's Grad-CAM++;
+and ``--score``, whether that attention lands on the objects (SPEC §9, the paper's Fig. 2).
+
+Per image it writes two PNG grids and, for the whole call, one self-contained ``index.html``:
+
+* ``NN-<image>-maps.png`` (Fig. 2a): per shown class, each POCA block's attention, the value map,
+  their product summed over blocks, and the baseline's Grad-CAM++ (with ``--baseline``);
+* ``NN-<image>-block<k>.png`` (Fig. 2b): block ``k``'s attention for the shown classes side by
+  side, and the baseline's Grad-CAM++ for the same classes.
+
+The classes shown are ``--classes``, else the top-k predictions (multi-class) or the labels
+scoring at least the threshold (multi-label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from noah.errors import ConfigError
+from noah.viz import html
+from noah.viz.attention import choose_classes, class_maps, noah_maps, parse_classes
+from noah.viz.figures import block_figure, figure_bytes, maps_figure
+from noah.viz.gradcam import GradCAMPlusPlusMaps
+from noah.viz.loaded import LoadedModel
+from noah.viz.output import OutputFolder
+
+__all__ = ["add_arguments", "run", "load_models", "figure_names", "visualize_images", "score_run"]
+
+INDEX = "index.html"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files to show the maps of")
+    g = parser.add_argument_group("model")
+    g.add_argument("--run", metavar="DIR", help="a run folder written by `noah train` (a NOAH head)")
+    g.add_argument("--checkpoint", metavar="FILE|best|last|final", default=None,
+                   help="the run's weights to use (as for `noah eval`; default final)")
+    g.add_argument("--model", metavar="NAME", help="instead of --run: a paper model or timm name, with --weights")
+    g.add_argument("--weights", metavar="FILE", help="with --model: an official NOAH checkpoint or model.safetensors")
+    g.add_argument("--num-classes", type=int, default=1000, help="with --model: classes of the weights (default 1000)")
+    g.add_argument("--class-names", metavar="FILE", help="with --model: a text file with one class name per line")
+    g.add_argument("--task", choices=("multiclass", "multilabel"), default="multiclass", help="with --model")
+    g.add_argument("--image-size", type=int, default=None, help="with --model: input size (default: the model's)")
+    g.add_argument("--baseline", metavar="DIR", help="a GAP-head run of the same backbone: its Grad-CAM++ is shown "
+                   "beside NOAH's maps (and scored with --score)")
+    g = parser.add_argument_group("what to show")
+    g.add_argument("--classes", nargs="+", metavar="CLASS", help="class names or indices to show for every image")
+    g.add_argument("--top-k", type=int, default=3, help="multi-class: show the k best classes (default 3)")
+    g.add_argument("--threshold", type=float, default=None, help="multi-label: show labels scoring at least this "
+                   "(default: the run's)")
+    g.add_argument("--block", type=int, default=1, help="the POCA block of the side-by-side figure (1-based; default 1)")
+    g = parser.add_argument_group("score")
+    g.add_argument("--score", action="store_true", help="measure how much attention (and, with --baseline, "
+                   "Grad-CAM++) mass falls inside the present classes' boxes over the run's validation scenes")
+    g.add_argument("--limit", type=int, default=None, help="--score: only the first N validation scenes")
+    g.add_argument("--json", action="store_true", help="--score: print the scores as JSON")
+    g = parser.add_argument_group("output")
+    g.add_argument("--output", metavar="DIR", default=None, help="folder for the figures and index.html "
+                   "(default RUN/visualize)")
+    g.add_argument("--overwrite", action="store_true", help="replace files a previous call wrote there")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, auto, ... (default cpu)")
+    g.add_argument("--batch-size", type=int, default=16)
+
+
+def load_models(args: argparse.Namespace) -> tuple[LoadedModel, LoadedModel | None]:
+    """The NOAH model to show and the baseline (or ``None``) that the flags name."""
+    from noah.engine.distributed import resolve_device
+
+    device = resolve_device(args.device)
+    if (args.run is None) == (args.model is None):
+        raise ConfigError("give either --run DIR or --model NAME --weights FILE")
+    if args.run is not None:
+        loaded = LoadedModel.from_run(args.run, args.checkpoint, device)
+    else:
+        if args.weights is None:
+            raise ConfigError("--model needs --weights FILE")
+        names = None
+        if args.class_names:
+            names = [line.strip() for line in Path(args.class_names).read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
+        loaded = LoadedModel.from_weights(args.model, args.weights, num_classes=args.num_classes, class_names=names,
+                                          task=args.task, image_size=args.image_size, device=device)
+    if not loaded.has_maps:
+        raise ConfigError(f"{loaded.label} has a {loaded.model.head_type} head; `noah visualize` shows the maps of a "
+                          "NOAH head (pass this run as --baseline of a NOAH run)")
+    baseline = None
+    if args.baseline is not None:
+        baseline = LoadedModel.from_run(args.baseline, device=device)
+        if baseline.class_names != loaded.class_names:
+            raise ConfigError(f"--baseline {args.baseline} was trained on other classes than {loaded.label}")
+    return loaded, baseline
+
+
+def figure_names(images: Sequence[str], block: int) -> list[list[str]]:
+    """Per image, the file names of its two figures (numbered, so equal file names cannot clash)."""
+    return [[f"{i + 1:02d}-{Path(p).stem}-maps.png", f"{i + 1:02d}-{Path(p).stem}-block{block}.png"]
+            for i, p in enumerate(images)]
+
+
+def _check_same_frame(loaded: LoadedModel, baseline: LoadedModel) -> None:
+    """Grad-CAM++ is overlaid on NOAH's input: both must see the image cropped and scaled alike."""
+    def frame(m: LoadedModel) -> tuple:
+        return m.config.image_size, m.config.crop_pct, m.config.train_crop
+
+    if frame(loaded) != frame(baseline):
+        raise ConfigError(f"--baseline {baseline.label} sees images at another size or crop than {loaded.label} "
+                          "(image_size, crop_pct, train_crop differ); train it with the same data settings")
+
+
+def visualize_images(loaded: LoadedModel, baseline: LoadedModel | None, images: Sequence[str],
+                     out: OutputFolder, classes: Sequence[int] | None, top_k: int, threshold: float, block: int,
+                     batch_size: int = 16) -> list[Path]:
+    """Write the two figures per image and ``index.html`` into ``out``; returns the paths written."""
+    cam = GradCAMPlusPlusMaps(baseline, batch_size) if baseline is not None else None
+    names = figure_names(images, block + 1)
+    written: list[Path] = []
+    sections: list[str] = []
+    try:
+        for start in range(0, len(images), batch_size):
+            paths = list(images[start : start + batch_size])
+            batch = loaded.load_images(paths)
+            output = noah_maps(loaded, batch)
+            scores = loaded.scores(output.logits)
+            chosen = [list(classes) if classes else choose_classes(scores[i], loaded.task, top_k, threshold)
+                      for i in range(len(paths))]
+            if block >= output.attention.shape[1]:
+                raise ConfigError(f"--block {block + 1}: the head has {output.attention.shape[1]} blocks")
+            pictures = loaded.display(batch)
+            size = (batch.shape[-2], batch.shape[-1])
+            gradcams: list | None = None
+            base_scores = None
+            if cam is not None:
+                base_batch = baseline.load_images(paths)
+                base_scores = baseline.predict(base_batch)
+                gradcams = [F.interpolate(torch.as_tensor(g)[:, None], size=size, mode="bilinear",
+                                          align_corners=False)[:, 0].numpy()
+                            for g in cam.maps(base_batch, chosen)]
+            for i, path in enumerate(paths):
+                maps = class_maps(output, i, chosen[i], loaded.class_names, scores, size)
+                g = gradcams[i] if gradcams is not None else None
+                b = [float(base_scores[i, c]) for c in chosen[i]] if base_scores is not None else None
+                title = f"{Path(path).name} — {loaded.label}"
+                fig_a = figure_bytes(maps_figure(pictures[i], maps, g, b, title))
+                fig_b = figure_bytes(block_figure(pictures[i], maps, block, g, b, title))
+                name_a, name_b = names[start + i]
+                written += [out.write(name_a, fig_a), out.write(name_b, fig_b)]
+                rows = [[m.name, m.score] + ([bs] if b is not None else []) for m, bs in zip(maps, b or [None] * len(maps))]
+                header = ["class", "NOAH score"] + (["GAP score"] if b is not None else [])
+                sections.append(html.section(
+                    str(path), html.table(header, rows),
+                    html.image(fig_a, f"maps of {path}", "Each POCA block's attention, the value map and their "
+                               "product summed over blocks" + (", beside Grad-CAM++ of the GAP baseline" if g is not None else "")),
+                    html.image(fig_b, f"block {block + 1} of {path}", f"Block {block + 1}'s attention for each class"
+                               + (", Grad-CAM++ of the GAP baseline below" if g is not None else "")),
+                ))
+    finally:
+        if cam is not None:
+            cam.close()
+    subtitle = f"{loaded.label}" + (f"; Grad-CAM++ baseline {baseline.label}" if baseline is not None else "")
+    written.append(out.write(INDEX, html.page("NOAH attention maps", *sections, subtitle=subtitle)))
+    return written
+
+
+def score_run(loaded: LoadedModel, baseline: LoadedModel | None, limit: int | None = None,
+              batch_size: int = 16) -> list:
+    """The attention-in-box scores (:class:`~noah.viz.score.BoxScore`) of NOAH and of the baseline's
+    Grad-CAM++ over the run's validation scenes."""
+    from noah.engine.datasets import resolve_data
+    from noah.engine.distributed import DistEnv
+    from noah.viz.boxes import read_scenes
+    from noah.viz.score import noah_attention_mass, score_maps
+
+    if loaded.config.data is None:
+        raise ConfigError("--score needs a run trained on COCO-format data with boxes (e.g. --data digits-multilabel)")
+    scenes = read_scenes(resolve_data(loaded.config, DistEnv(device=loaded.device)))
+    if limit is not None:
+        scenes = scenes[:limit]
+    results = [score_maps(loaded, scenes, noah_attention_mass(loaded), "NOAH attention (sum over blocks)", batch_size)]
+    if baseline is not None:
+        cam = GradCAMPlusPlusMaps(baseline, batch_size)
+        try:
+            results.append(score_maps(baseline, scenes, cam.maps, "Grad-CAM++", batch_size))
+        finally:
+            cam.close()
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.images and not args.score:
+        raise ConfigError("give IMAGE files to visualize, or --score")
+    if args.top_k < 1 or args.block < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        raise ConfigError("--top-k, --block, --batch-size and --limit must be at least 1")
+    if args.images:
+        if args.output is None and args.run is None:
+            raise ConfigError("--model needs --output DIR for the figures")
+        names = [n for pair in figure_names(args.images, args.block) for n in pair] + [INDEX]
+        out = OutputFolder(args.output or Path(args.run) / "visualize", names, args.overwrite)
+        for image in args.images:
+            if not Path(image).is_file():
+                raise ConfigError(f"image not found: {image}")
+    loaded, baseline = load_models(args)
+    if baseline is not None:
+        _check_same_frame(loaded, baseline)
+    if args.images:
+        threshold = args.threshold if args.threshold is not None else loaded.config.threshold
+        classes = parse_classes(args.classes, loaded.class_names) if args.classes else None
+        written = visualize_images(loaded, baseline, args.images, out, classes, args.top_k, threshold,
+                                   args.block - 1, args.batch_size)
+        print(f"wrote {len(written) - 1} figures and {written[-1]}")
+    if args.score:
+        results = score_run(loaded, baseline, args.limit, args.batch_size)
+        if args.json:
+            print(json.dumps([r.to_dict() for r in results]))
+        else:
+            for result in results:
+                print(result.describe())
+    return 0
