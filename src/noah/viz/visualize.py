@@ -19,12 +19,13 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from noah.errors import ConfigError
 from noah.viz import html
-from noah.viz.attention import choose_classes, class_maps, noah_maps, parse_classes
+from noah.viz.attention import ClassMaps, choose_classes, class_maps, noah_maps, parse_classes
 from noah.viz.figures import block_figure, figure_bytes, maps_figure
 from noah.viz.gradcam import GradCAMPlusPlusMaps
 from noah.viz.loaded import LoadedModel
@@ -113,10 +114,41 @@ def _check_same_frame(loaded: LoadedModel, baseline: LoadedModel) -> None:
                           "(image_size, crop_pct, train_crop differ); train it with the same data settings")
 
 
+def _baseline_maps(cam: GradCAMPlusPlusMaps, paths: Sequence[str], chosen: list[list[int]],
+                   size: tuple[int, int]) -> tuple[list[np.ndarray], torch.Tensor]:
+    """The baseline's Grad-CAM++ per image (``(k, H, W)`` at NOAH's input ``size``) and its scores ``(B, M)``."""
+    batch = cam.loaded.load_images(paths)
+    maps = [F.interpolate(torch.as_tensor(g)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
+            for g in cam.maps(batch, chosen)]
+    return maps, cam.loaded.predict(batch)
+
+
+def _image_section(path: str, out: OutputFolder, names: Sequence[str], picture: np.ndarray, maps: list[ClassMaps],
+                   block: int, gradcam: np.ndarray | None, base_scores: list[float] | None,
+                   label: str) -> tuple[list[Path], str]:
+    """Write one image's two figures; returns their paths and the image's part of the page."""
+    title = f"{Path(path).name} — {label}"
+    fig_a = figure_bytes(maps_figure(picture, maps, gradcam, base_scores, title))
+    fig_b = figure_bytes(block_figure(picture, maps, block, gradcam, base_scores, title))
+    written = [out.write(names[0], fig_a), out.write(names[1], fig_b)]
+    header, rows = ["class", "NOAH score"], [[m.name, m.score] for m in maps]
+    caption_a = "Each POCA block's attention, the value map and their product summed over blocks"
+    caption_b = f"Block {block + 1}'s attention for each class"
+    if base_scores is not None:
+        header.append("GAP score")
+        rows = [row + [score] for row, score in zip(rows, base_scores)]
+        caption_a += ", beside Grad-CAM++ of the GAP baseline"
+        caption_b += ", Grad-CAM++ of the GAP baseline below"
+    section = html.section(str(path), html.table(header, rows), html.image(fig_a, f"maps of {path}", caption_a),
+                           html.image(fig_b, f"block {block + 1} of {path}", caption_b))
+    return written, section
+
+
 def visualize_images(loaded: LoadedModel, baseline: LoadedModel | None, images: Sequence[str],
                      out: OutputFolder, classes: Sequence[int] | None, top_k: int, threshold: float, block: int,
                      batch_size: int = 16) -> list[Path]:
-    """Write the two figures per image and ``index.html`` into ``out``; returns the paths written."""
+    """Write the two figures per image (block ``block`` is 0-based) and ``index.html`` into ``out``;
+    returns the paths written, the page last."""
     cam = GradCAMPlusPlusMaps(baseline, batch_size) if baseline is not None else None
     names = figure_names(images, block + 1)
     written: list[Path] = []
@@ -126,43 +158,25 @@ def visualize_images(loaded: LoadedModel, baseline: LoadedModel | None, images: 
             paths = list(images[start : start + batch_size])
             batch = loaded.load_images(paths)
             output = noah_maps(loaded, batch)
+            if block >= output.attention.shape[1]:
+                raise ConfigError(f"--block {block + 1}: the head has {output.attention.shape[1]} blocks")
             scores = loaded.scores(output.logits)
             chosen = [list(classes) if classes else choose_classes(scores[i], loaded.task, top_k, threshold)
                       for i in range(len(paths))]
-            if block >= output.attention.shape[1]:
-                raise ConfigError(f"--block {block + 1}: the head has {output.attention.shape[1]} blocks")
-            pictures = loaded.display(batch)
             size = (batch.shape[-2], batch.shape[-1])
-            gradcams: list | None = None
-            base_scores = None
-            if cam is not None:
-                base_batch = baseline.load_images(paths)
-                base_scores = baseline.predict(base_batch)
-                gradcams = [F.interpolate(torch.as_tensor(g)[:, None], size=size, mode="bilinear",
-                                          align_corners=False)[:, 0].numpy()
-                            for g in cam.maps(base_batch, chosen)]
+            gradcams, base_scores = _baseline_maps(cam, paths, chosen, size) if cam is not None else (None, None)
+            pictures = loaded.display(batch)
             for i, path in enumerate(paths):
                 maps = class_maps(output, i, chosen[i], loaded.class_names, scores, size)
-                g = gradcams[i] if gradcams is not None else None
-                b = [float(base_scores[i, c]) for c in chosen[i]] if base_scores is not None else None
-                title = f"{Path(path).name} — {loaded.label}"
-                fig_a = figure_bytes(maps_figure(pictures[i], maps, g, b, title))
-                fig_b = figure_bytes(block_figure(pictures[i], maps, block, g, b, title))
-                name_a, name_b = names[start + i]
-                written += [out.write(name_a, fig_a), out.write(name_b, fig_b)]
-                rows = [[m.name, m.score] + ([bs] if b is not None else []) for m, bs in zip(maps, b or [None] * len(maps))]
-                header = ["class", "NOAH score"] + (["GAP score"] if b is not None else [])
-                sections.append(html.section(
-                    str(path), html.table(header, rows),
-                    html.image(fig_a, f"maps of {path}", "Each POCA block's attention, the value map and their "
-                               "product summed over blocks" + (", beside Grad-CAM++ of the GAP baseline" if g is not None else "")),
-                    html.image(fig_b, f"block {block + 1} of {path}", f"Block {block + 1}'s attention for each class"
-                               + (", Grad-CAM++ of the GAP baseline below" if g is not None else "")),
-                ))
+                base = [float(base_scores[i, c]) for c in chosen[i]] if base_scores is not None else None
+                files, section = _image_section(path, out, names[start + i], pictures[i], maps, block,
+                                                gradcams[i] if gradcams is not None else None, base, loaded.label)
+                written += files
+                sections.append(section)
     finally:
         if cam is not None:
             cam.close()
-    subtitle = f"{loaded.label}" + (f"; Grad-CAM++ baseline {baseline.label}" if baseline is not None else "")
+    subtitle = loaded.label + (f"; Grad-CAM++ baseline {baseline.label}" if baseline is not None else "")
     written.append(out.write(INDEX, html.page("NOAH attention maps", *sections, subtitle=subtitle)))
     return written
 
