@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from noah.cli import main
 
@@ -87,3 +90,31 @@ def _check_self_contained(page: Path) -> list[bytes]:
 def self_contained():
     """The check that an HTML page fetches nothing (returns its embedded PNGs)."""
     return _check_self_contained
+
+
+def _write_coco(root: Path, boxes_per_image: list[dict[int, list[list[int]]]], names: str = "abc", size: int = 64) -> Path:
+    """A COCO folder (one category per letter of ``names``, ids from 1) whose train and val images
+    carry the given boxes per class index."""
+    rng = np.random.default_rng(0)
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / split).mkdir()
+        images, annotations = [], []
+        for i, boxes in enumerate(boxes_per_image):
+            name = f"{split}_{i}.png"
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / split / name)
+            images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
+            for c, class_boxes in boxes.items():
+                for box in class_boxes:
+                    annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": c + 1,
+                                        "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+        coco = {"images": images, "annotations": annotations,
+                "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    return root
+
+
+@pytest.fixture
+def make_coco():
+    """Write a small COCO folder with boxes (see ``_write_coco``)."""
+    return _write_coco

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,27 +22,6 @@ def loaded_model(**overrides) -> LoadedModel:
     settings = dict(model="test_resnet", head="noah", image_size=64, crop_pct=1.0, train_crop="squash")
     config = TrainConfig(**{**settings, **overrides})
     return LoadedModel.from_model(build_model(config, 3), config, "multilabel", ["a", "b", "c"])
-
-
-def write_coco(root: Path, boxes_per_image: list[dict[int, list[list[int]]]], size: int = 64) -> Path:
-    """A COCO folder (3 categories, ids 1..3) whose val images carry the given boxes per class."""
-    rng = np.random.default_rng(0)
-    (root / "annotations").mkdir(parents=True)
-    for split in ("train", "val"):
-        (root / split).mkdir()
-        images, annotations = [], []
-        for i, boxes in enumerate(boxes_per_image):
-            name = f"{split}_{i}.png"
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / split / name)
-            images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
-            for c, class_boxes in boxes.items():
-                for box in class_boxes:
-                    annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": c + 1,
-                                        "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
-        coco = {"images": images, "annotations": annotations,
-                "categories": [{"id": k + 1, "name": n} for k, n in enumerate("abc")]}
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
-    return root
 
 
 def test_box_mask_covers_exactly_the_box_pixels() -> None:
@@ -70,14 +48,15 @@ def test_masks_follow_the_evaluation_transform() -> None:
     assert not cut.any()
 
 
-def test_read_scenes_groups_boxes_by_class_and_refuses_data_without_boxes(tmp_path: Path, image_folder_info) -> None:
-    root = write_coco(tmp_path / "coco", [{0: [[1, 2, 3, 4]], 2: [[5, 5, 5, 5], [20, 20, 4, 4]]}, {}])
+def test_read_scenes_groups_boxes_by_class_and_refuses_data_without_boxes(tmp_path: Path, image_folder_info,
+                                                                        make_coco) -> None:
+    root = make_coco(tmp_path / "coco", [{0: [[1, 2, 3, 4]], 2: [[5, 5, 5, 5], [20, 20, 4, 4]]}, {}])
     scenes = read_scenes(resolve_dataset(root))
     assert len(scenes) == 1  # the image without boxes has nothing to score
     assert scenes[0].path.endswith("val_0.png") and scenes[0].boxes == {0: [[1, 2, 3, 4]], 2: [[5, 5, 5, 5], [20, 20, 4, 4]]}
     with pytest.raises(DataError, match="not COCO-format data with boxes"):
         read_scenes(image_folder_info)
-    empty = write_coco(tmp_path / "empty", [{}])
+    empty = make_coco(tmp_path / "empty", [{}])
     with pytest.raises(DataError, match="has no boxes"):
         read_scenes(resolve_dataset(empty))
 
@@ -96,8 +75,8 @@ def test_mass_inside() -> None:
     assert mass_inside(torch.zeros(2, 2), torch.ones(2, 2, dtype=torch.bool)) is None
 
 
-def test_score_is_one_for_uniform_maps_and_one_over_the_share_for_maps_on_the_boxes(tmp_path: Path) -> None:
-    root = write_coco(tmp_path / "coco", [{0: [[0, 0, 32, 32]]}, {1: [[16, 16, 16, 32]], 2: [[0, 48, 64, 16]]}])
+def test_score_is_one_for_uniform_maps_and_one_over_the_share_for_maps_on_the_boxes(tmp_path: Path, make_coco) -> None:
+    root = make_coco(tmp_path / "coco", [{0: [[0, 0, 32, 32]]}, {1: [[16, 16, 16, 32]], 2: [[0, 48, 64, 16]]}])
     scenes = read_scenes(resolve_dataset(root))
     loaded = loaded_model()
 

@@ -58,9 +58,23 @@ def test_score_prints_both_ratios(tiny_runs, capsys) -> None:
     for result in (noah, gradcam):
         assert result["pairs"] > 0 and 0 <= result["inside"] <= 1 and 0 < result["share"] < 1
         assert 0 <= result["ratio"] <= 1 / min(result["share"], 1) * 10
-    assert main(["visualize", "--run", str(tiny_runs["noah"]), "--score", "--limit", "2"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1 and "attention-in-box ratio" in lines[0] and "(1.0 = chance)" in lines[0]
+    # the run's own scenes, named or not, and the first two only
+    for data in ([], ["--data", "digits-multilabel"]):
+        assert main(["visualize", "--run", str(tiny_runs["noah"]), "--score", "--limit", "2", *data]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 1 and "attention-in-box ratio" in lines[0] and "(1.0 = chance)" in lines[0]
+        assert "over 2 scene-class pairs" not in lines[0] and "pairs" in lines[0]
+
+
+def test_score_on_other_annotated_data(tiny_runs, tmp_path, make_coco, capsys) -> None:
+    boxes = [{3: [[0, 0, 32, 32]], 7: [[32, 32, 32, 32]]}]
+    digits = make_coco(tmp_path / "digits", boxes, names="0123456789")
+    assert main(["visualize", "--run", str(tiny_runs["noah"]), "--score", "--data", str(digits), "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    assert result["pairs"] == 2 and result["share"] == 0.25
+    letters = make_coco(tmp_path / "letters", boxes, names="abcdefghij")
+    assert main(["visualize", "--run", str(tiny_runs["noah"]), "--score", "--data", str(letters)]) == 2
+    assert "has other classes than" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize("case", ["gap-run", "no-work", "bad-class", "bad-block", "baseline-classes", "no-run",

@@ -14,7 +14,7 @@ from noah.viz.figures import Panel, figure_bytes, grid_figure
 from noah.viz.gradcam import GradCAMPlusPlusMaps
 from noah.viz.loaded import LoadedModel
 
-__all__ = ["GalleryItem", "pick_examples", "gallery"]
+__all__ = ["GalleryItem", "pick_examples", "gallery_items"]
 
 
 @dataclass
@@ -63,7 +63,7 @@ def pick_examples(loaded: LoadedModel, samples: Sequence[tuple[str, object]], co
     return right + wrong
 
 
-def gallery(loaded: LoadedModel, samples: Sequence[tuple[str, object]], count: int = 4, pool: int = 64,
+def gallery_items(loaded: LoadedModel, samples: Sequence[tuple[str, object]], count: int = 4, pool: int = 64,
             max_classes: int = 3) -> list[GalleryItem]:
     """Figures for up to ``count`` right and ``count`` wrong predictions among the first ``pool``
     validation ``samples``: per shown class (the true ones and the predicted ones, at most

@@ -16,11 +16,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
+from noah.engine.datasets import build_dataset, resolve_data
+from noah.engine.distributed import DistEnv, resolve_device
 from noah.engine.rundir import RunDir
 from noah.errors import CheckpointError, ConfigError, DataError, NoahError
 from noah.viz import html
 from noah.viz.curves import RunCurves, curves_figure, read_curves
 from noah.viz.figures import figure_bytes
+from noah.viz.gallery import gallery_items
+from noah.viz.loaded import LoadedModel
 from noah.viz.output import OutputFolder
 
 __all__ = ["add_arguments", "run", "find_runs", "build_report", "REPORT"]
@@ -80,16 +84,11 @@ def _metrics_table(curves: RunCurves, run: Path) -> str:
 
 
 def _gallery_section(run: Path, count: int, checkpoint: str | None, device: str) -> str:
-    from noah.engine.datasets import build_dataset, resolve_data
-    from noah.engine.distributed import DistEnv, resolve_device
-    from noah.viz.gallery import gallery
-    from noah.viz.loaded import LoadedModel
-
     try:
         loaded = LoadedModel.from_run(run, checkpoint, resolve_device(device))
         info = resolve_data(loaded.config, DistEnv(device=loaded.device))
         samples = build_dataset(loaded.config, info, "val", loaded.transform).samples
-        items = gallery(loaded, samples, count)
+        items = gallery_items(loaded, samples, count)
     except (NoahError, OSError) as exc:  # a report of the rest is still worth having
         return f'<p class="note">No gallery: {html.escape(exc)}</p>'
     what = ("NOAH's attention summed over blocks and its product with the value map" if loaded.has_maps

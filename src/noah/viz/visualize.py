@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -23,15 +24,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noah.errors import ConfigError
+from noah.data.digits import DEFAULT_NUM_VAL
+from noah.engine.datasets import resolve_data
+from noah.engine.distributed import DistEnv, resolve_device
+from noah.errors import ConfigError, DataError
 from noah.viz import html
 from noah.viz.attention import ClassMaps, choose_classes, class_maps, noah_maps, parse_classes
+from noah.viz.boxes import Scene, read_scenes
 from noah.viz.figures import block_figure, figure_bytes, maps_figure
 from noah.viz.gradcam import GradCAMPlusPlusMaps
 from noah.viz.loaded import LoadedModel
 from noah.viz.output import OutputFolder
+from noah.viz.score import BoxScore, noah_attention_mass, score_maps
 
-__all__ = ["add_arguments", "run", "load_models", "figure_names", "visualize_images", "score_run"]
+__all__ = ["add_arguments", "run", "load_models", "figure_names", "visualize_images", "score_scenes",
+           "score_run"]
 
 INDEX = "index.html"
 
@@ -59,20 +66,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("score")
     g.add_argument("--score", action="store_true", help="measure how much attention (and, with --baseline, "
                    "Grad-CAM++) mass falls inside the present classes' boxes over the run's validation scenes")
+    g.add_argument("--data", default=None, help="--score: annotated data to score on (a built-in name or a COCO "
+                   "folder with boxes, same classes; default: the run's own data)")
     g.add_argument("--limit", type=int, default=None, help="--score: only the first N validation scenes")
     g.add_argument("--json", action="store_true", help="--score: print the scores as JSON")
     g = parser.add_argument_group("output")
     g.add_argument("--output", metavar="DIR", default=None, help="folder for the figures and index.html "
                    "(default RUN/visualize)")
     g.add_argument("--overwrite", action="store_true", help="replace files a previous call wrote there")
+    g.add_argument("--dpi", type=int, default=110, help="resolution of the PNG figures (default 110)")
     g.add_argument("--device", default="cpu", help="cpu, cuda, auto, ... (default cpu)")
     g.add_argument("--batch-size", type=int, default=16)
 
 
 def load_models(args: argparse.Namespace) -> tuple[LoadedModel, LoadedModel | None]:
     """The NOAH model to show and the baseline (or ``None``) that the flags name."""
-    from noah.engine.distributed import resolve_device
-
     device = resolve_device(args.device)
     if (args.run is None) == (args.model is None):
         raise ConfigError("give either --run DIR or --model NAME --weights FILE")
@@ -125,11 +133,11 @@ def _baseline_maps(cam: GradCAMPlusPlusMaps, paths: Sequence[str], chosen: list[
 
 def _image_section(path: str, out: OutputFolder, names: Sequence[str], picture: np.ndarray, maps: list[ClassMaps],
                    block: int, gradcam: np.ndarray | None, base_scores: list[float] | None,
-                   label: str) -> tuple[list[Path], str]:
+                   label: str, dpi: int) -> tuple[list[Path], str]:
     """Write one image's two figures; returns their paths and the image's part of the page."""
     title = f"{Path(path).name} — {label}"
-    fig_a = figure_bytes(maps_figure(picture, maps, gradcam, base_scores, title))
-    fig_b = figure_bytes(block_figure(picture, maps, block, gradcam, base_scores, title))
+    fig_a = figure_bytes(maps_figure(picture, maps, gradcam, base_scores, title), dpi=dpi)
+    fig_b = figure_bytes(block_figure(picture, maps, block, gradcam, base_scores, title), dpi=dpi)
     written = [out.write(names[0], fig_a), out.write(names[1], fig_b)]
     header, rows = ["class", "NOAH score"], [[m.name, m.score] for m in maps]
     caption_a = "Each POCA block's attention, the value map and their product summed over blocks"
@@ -146,7 +154,7 @@ def _image_section(path: str, out: OutputFolder, names: Sequence[str], picture: 
 
 def visualize_images(loaded: LoadedModel, baseline: LoadedModel | None, images: Sequence[str],
                      out: OutputFolder, classes: Sequence[int] | None, top_k: int, threshold: float, block: int,
-                     batch_size: int = 16) -> list[Path]:
+                     batch_size: int = 16, dpi: int = 110) -> list[Path]:
     """Write the two figures per image (block ``block`` is 0-based) and ``index.html`` into ``out``;
     returns the paths written, the page last."""
     cam = GradCAMPlusPlusMaps(baseline, batch_size) if baseline is not None else None
@@ -170,7 +178,7 @@ def visualize_images(loaded: LoadedModel, baseline: LoadedModel | None, images: 
                 maps = class_maps(output, i, chosen[i], loaded.class_names, scores, size)
                 base = [float(base_scores[i, c]) for c in chosen[i]] if base_scores is not None else None
                 files, section = _image_section(path, out, names[start + i], pictures[i], maps, block,
-                                                gradcams[i] if gradcams is not None else None, base, loaded.label)
+                                                gradcams[i] if gradcams is not None else None, base, loaded.label, dpi)
                 written += files
                 sections.append(section)
     finally:
@@ -181,20 +189,26 @@ def visualize_images(loaded: LoadedModel, baseline: LoadedModel | None, images: 
     return written
 
 
-def score_run(loaded: LoadedModel, baseline: LoadedModel | None, limit: int | None = None,
-              batch_size: int = 16) -> list:
-    """The attention-in-box scores (:class:`~noah.viz.score.BoxScore`) of NOAH and of the baseline's
-    Grad-CAM++ over the run's validation scenes."""
-    from noah.engine.datasets import resolve_data
-    from noah.engine.distributed import DistEnv
-    from noah.viz.boxes import read_scenes
-    from noah.viz.score import noah_attention_mass, score_maps
+def score_scenes(loaded: LoadedModel, data: str | None = None, limit: int | None = None) -> list[Scene]:
+    """The annotated validation scenes to score on: of the run's own data, or of ``data`` (a
+    built-in name or a COCO folder with boxes, with the same classes; built-in scenes are drawn at
+    the run's image size, only as many as ``limit`` asks for)."""
+    config = loaded.config
+    if data is not None and data != config.data:
+        config = replace(config, data=data, task=None, data_size=(10, limit or DEFAULT_NUM_VAL))
+    if config.data is None:
+        raise ConfigError("--score needs annotated scenes: a run trained on COCO-format data with boxes "
+                          "(e.g. --data digits-multilabel), or --data naming such data")
+    info = resolve_data(config, DistEnv(device=loaded.device))
+    scenes = read_scenes(info)
+    if info.class_names != loaded.class_names:
+        raise ConfigError(f"{info.name} has other classes than {loaded.label} was trained on")
+    return scenes[:limit] if limit is not None else scenes
 
-    if loaded.config.data is None:
-        raise ConfigError("--score needs a run trained on COCO-format data with boxes (e.g. --data digits-multilabel)")
-    scenes = read_scenes(resolve_data(loaded.config, DistEnv(device=loaded.device)))
-    if limit is not None:
-        scenes = scenes[:limit]
+
+def score_run(loaded: LoadedModel, baseline: LoadedModel | None, scenes: Sequence[Scene],
+              batch_size: int = 16) -> list[BoxScore]:
+    """The attention-in-box scores of NOAH and of the baseline's Grad-CAM++ over ``scenes``."""
     results = [score_maps(loaded, scenes, noah_attention_mass(loaded), "NOAH attention (sum over blocks)", batch_size)]
     if baseline is not None:
         cam = GradCAMPlusPlusMaps(baseline, batch_size)
@@ -208,8 +222,8 @@ def score_run(loaded: LoadedModel, baseline: LoadedModel | None, limit: int | No
 def run(args: argparse.Namespace) -> int:
     if not args.images and not args.score:
         raise ConfigError("give IMAGE files to visualize, or --score")
-    if args.top_k < 1 or args.block < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        raise ConfigError("--top-k, --block, --batch-size and --limit must be at least 1")
+    if min(args.top_k, args.block, args.batch_size, args.dpi, 1 if args.limit is None else args.limit) < 1:
+        raise ConfigError("--top-k, --block, --batch-size, --dpi and --limit must be at least 1")
     if args.images:
         if args.output is None and args.run is None:
             raise ConfigError("--model needs --output DIR for the figures")
@@ -217,18 +231,18 @@ def run(args: argparse.Namespace) -> int:
         out = OutputFolder(args.output or Path(args.run) / "visualize", names, args.overwrite)
         for image in args.images:
             if not Path(image).is_file():
-                raise ConfigError(f"image not found: {image}")
+                raise DataError(f"image not found: {image}")
     loaded, baseline = load_models(args)
-    if baseline is not None:
-        _check_same_frame(loaded, baseline)
     if args.images:
+        if baseline is not None:
+            _check_same_frame(loaded, baseline)
         threshold = args.threshold if args.threshold is not None else loaded.config.threshold
         classes = parse_classes(args.classes, loaded.class_names) if args.classes else None
         written = visualize_images(loaded, baseline, args.images, out, classes, args.top_k, threshold,
-                                   args.block - 1, args.batch_size)
+                                   args.block - 1, args.batch_size, args.dpi)
         print(f"wrote {len(written) - 1} figures and {written[-1]}")
     if args.score:
-        results = score_run(loaded, baseline, args.limit, args.batch_size)
+        results = score_run(loaded, baseline, score_scenes(loaded, args.data, args.limit), args.batch_size)
         if args.json:
             print(json.dumps([r.to_dict() for r in results]))
         else:
