@@ -30,7 +30,7 @@ def _use_viz_cache(viz_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOAH_CACHE", str(viz_cache))
 
 
-def train_tiny(output: Path, head: str, cache: Path, *extra: str) -> Path:
+def _train_tiny(output: Path, head: str, cache: Path, *extra: str) -> Path:
     """Train a tiny run on digits-multilabel into ``output``."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NOAH_CACHE", str(cache))
@@ -39,12 +39,18 @@ def train_tiny(output: Path, head: str, cache: Path, *extra: str) -> Path:
     return output
 
 
+@pytest.fixture
+def train_tiny():
+    """``train_tiny(output, head, cache, *flags)``: a run on digits-multilabel, TINY flags then ``flags``."""
+    return _train_tiny
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory, viz_cache: Path) -> dict[str, Path]:
     """A NOAH run and its GAP baseline, one epoch on 16 training / 6 validation scenes."""
     root = tmp_path_factory.mktemp("viz-runs")
     small = ["--data-size", "16", "6", "--epochs", "1"]
-    return {head: train_tiny(root / head, head, viz_cache, *small) for head in ("noah", "gap")}
+    return {head: _train_tiny(root / head, head, viz_cache, *small) for head in ("noah", "gap")}
 
 
 @pytest.fixture(scope="session")

@@ -51,11 +51,15 @@ def test_the_default_output_is_inside_the_run(tiny_runs, val_images, capsys) -> 
 
 
 def test_score_prints_both_ratios(tiny_runs, capsys) -> None:
-    args = ["visualize", "--run", str(tiny_runs["noah"]), "--baseline", str(tiny_runs["gap"]), "--score", "--json"]
+    args = ["visualize", "--run", str(tiny_runs["noah"]), "--baseline", str(tiny_runs["gap"]), "--score", "--json",
+            "--per-block"]
     assert main(args) == 0
-    noah, gradcam = json.loads(capsys.readouterr().out)
-    assert noah["method"].startswith("NOAH") and gradcam["method"] == "Grad-CAM++"
-    for result in (noah, gradcam):
+    noah, *blocks, gradcam = json.loads(capsys.readouterr().out)
+    assert noah["method"].startswith("NOAH attention (sum") and gradcam["method"] == "Grad-CAM++"
+    assert [b["method"] for b in blocks] == [f"NOAH block {n} attention" for n in (1, 2, 3, 4)]
+    # the blocks' attention maps sum to the total, so the total's inside share is their mean
+    assert noah["inside"] == pytest.approx(sum(b["inside"] for b in blocks) / 4, abs=0.02)
+    for result in (noah, gradcam, *blocks):
         assert result["pairs"] > 0 and 0 <= result["inside"] <= 1 and 0 < result["share"] < 1
         assert 0 <= result["ratio"] <= 1 / min(result["share"], 1) * 10
     # the run's own scenes, named or not, and the first two only

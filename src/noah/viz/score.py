@@ -60,13 +60,15 @@ def mass_inside(mass: torch.Tensor, mask: torch.Tensor) -> float | None:
     return float(mass[mask].sum()) / total if total > 0 else None
 
 
-def noah_attention_mass(loaded: LoadedModel) -> MassMaps:
-    """NOAH's ``Σ_n A_n`` per requested class, upsampled to the input (a :data:`MassMaps`)."""
+def noah_attention_mass(loaded: LoadedModel, block: int | None = None) -> MassMaps:
+    """NOAH's ``Σ_n A_n`` (or only block ``block``'s ``A_n``, 0-based) per requested class,
+    upsampled to the input (a :data:`MassMaps`)."""
+    blocks = slice(None) if block is None else slice(block, block + 1)
 
     def maps(images: torch.Tensor, classes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         output = noah_maps(loaded, images)
         size = (images.shape[-2], images.shape[-1])
-        return [upsample(output.attention[i][:, list(cs)].sum(0), size) for i, cs in enumerate(classes)]
+        return [upsample(output.attention[i][blocks, list(cs)].sum(0), size) for i, cs in enumerate(classes)]
 
     return maps
 

@@ -69,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data", default=None, help="--score: annotated data to score on (a built-in name or a COCO "
                    "folder with boxes, same classes; default: the run's own data)")
     g.add_argument("--limit", type=int, default=None, help="--score: only the first N validation scenes")
+    g.add_argument("--per-block", action="store_true", help="--score: also score each POCA block's attention alone")
     g.add_argument("--json", action="store_true", help="--score: print the scores as JSON")
     g = parser.add_argument_group("output")
     g.add_argument("--output", metavar="DIR", default=None, help="folder for the figures and index.html "
@@ -206,10 +207,14 @@ def score_scenes(loaded: LoadedModel, data: str | None = None, limit: int | None
     return scenes[:limit] if limit is not None else scenes
 
 
-def score_run(loaded: LoadedModel, baseline: LoadedModel | None, scenes: Sequence[Scene],
-              batch_size: int = 16) -> list[BoxScore]:
-    """The attention-in-box scores of NOAH and of the baseline's Grad-CAM++ over ``scenes``."""
+def score_run(loaded: LoadedModel, baseline: LoadedModel | None, scenes: Sequence[Scene], batch_size: int = 16,
+              per_block: bool = False) -> list[BoxScore]:
+    """The attention-in-box scores of NOAH (and, with ``per_block``, of each POCA block alone) and
+    of the baseline's Grad-CAM++ over ``scenes``."""
     results = [score_maps(loaded, scenes, noah_attention_mass(loaded), "NOAH attention (sum over blocks)", batch_size)]
+    if per_block:
+        results += [score_maps(loaded, scenes, noah_attention_mass(loaded, n), f"NOAH block {n + 1} attention",
+                               batch_size) for n in range(loaded.model.num_heads)]
     if baseline is not None:
         cam = GradCAMPlusPlusMaps(baseline, batch_size)
         try:
@@ -242,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
                                    args.block - 1, args.batch_size, args.dpi)
         print(f"wrote {len(written) - 1} figures and {written[-1]}")
     if args.score:
-        results = score_run(loaded, baseline, score_scenes(loaded, args.data, args.limit), args.batch_size)
+        scenes = score_scenes(loaded, args.data, args.limit)
+        results = score_run(loaded, baseline, scenes, args.batch_size, args.per_block)
         if args.json:
             print(json.dumps([r.to_dict() for r in results]))
         else:
