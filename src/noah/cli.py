@@ -27,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("noah.engine.evaluate", "evaluate a trained run or checkpoint on a dataset"),
     "predict": ("noah.engine.predict", "classify image files with a trained run"),
     "export": ("noah.engine.export", "write a trained run as a portable model folder, ONNX or TorchScript"),
+    "visualize": ("noah.viz.visualize", "show NOAH's attention maps beside a baseline's Grad-CAM++; score them on boxes"),
+    "plot": ("noah.viz.plot", "plot the training curves of one or more runs (PNG and SVG)"),
+    "report": ("noah.viz.report", "write a self-contained HTML report of runs or a comparison"),
 }
 
 
