@@ -6,7 +6,8 @@
   where the input layout allows);
 * :class:`Projection` -- the ``query``/``value`` conv parameters as per-block matrices;
 * :func:`dropout_rate`, :func:`graph_mode`, :func:`dispatch_mode_active` -- the facts about a call
-  that decide which path may run.
+  that decide which path may run;
+* :func:`check_feature_map` -- the one-line error every head gives for an input of the wrong shape.
 
 Implementations get the head module itself and read its attributes (``num_heads``,
 ``num_classes``, ``head_split``, ``kv_split``, ``key_channels``, ``query``, ``value``,
@@ -21,11 +22,11 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils import _python_dispatch
 
-from noah.errors import ConfigError
+from noah.errors import ConfigError, ShapeError
 
 __all__ = [
     "LOG2E", "split_channels", "Projection", "projection", "channels_last_features", "block_inputs",
-    "dropout_rate", "graph_mode", "dispatch_mode_active",
+    "dropout_rate", "graph_mode", "dispatch_mode_active", "check_feature_map",
 ]
 
 #: the paths that skip the max pass exponentiate base 2: keys are scaled by log2(e)
@@ -135,3 +136,18 @@ def dispatch_mode_active() -> bool:
     """True under a TorchDispatchMode (FlopCounterMode, FakeTensorMode, ...): such a mode has to
     see every op, which a compiled kernel would hide from it."""
     return bool(getattr(_python_dispatch, "is_in_torch_dispatch_mode", lambda: False)())
+
+
+def check_feature_map(x: torch.Tensor, in_channels: int, head: str) -> None:
+    """:class:`ShapeError` unless ``x`` is a ``(B, C, H, W)`` map with ``C == in_channels``;
+    ``head`` names the head in the message."""
+    if x.dim() != 4:
+        raise ShapeError(
+            f"{head} expects a feature map of shape (B, C, H, W) with C={in_channels}, "
+            f"got a {x.dim()}-d tensor of shape {tuple(x.shape)}"
+        )
+    if x.shape[1] != in_channels:
+        raise ShapeError(
+            f"{head} expects {in_channels} input channels (B, C, H, W), got {x.shape[1]} "
+            f"in a tensor of shape {tuple(x.shape)}"
+        )

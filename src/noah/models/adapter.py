@@ -9,18 +9,19 @@ and its GAP baseline differ only in the head.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from timm.layers import ClassifierHead
 from torch import nn
 
 from noah.errors import ConfigError, ShapeError
-from noah.head import NOAHHead, NOAHOutput
+from noah.head import NOAHHead, NOAHOutput, build_head, head_types
 
 __all__ = ["NOAHModel", "HEAD_TYPES"]
 
-HEAD_TYPES = ("noah", "gap")
+#: the heads a model can have (noah.head's registered head types: noah, gap, sa, csra)
+HEAD_TYPES = head_types()
 
 
 def _grid_for_tokens(backbone: nn.Module, num_tokens: int, image_size: tuple[int, int]) -> tuple[int, int]:
@@ -60,8 +61,10 @@ class NOAHModel(nn.Module):
             per-position layers of the original head (see ``use_backbone_head``).
         num_features: channels of the per-position features.
         num_classes: number of classes (0 makes ``forward`` return the feature map).
-        head: ``"noah"`` or ``"gap"``.
+        head: ``"noah"``, ``"gap"`` or another of :data:`HEAD_TYPES` (:func:`noah.head.build_head`).
         num_heads, key_ratio: the NOAH head's ``N`` and ``r`` (ignored for ``"gap"``).
+        head_options: the head type's own options (NOAH's ablation switches and ``variant``, ...;
+            :func:`noah.head.head_options`); ``None`` values mean the head's default.
         head_dropout: dropout on the value maps (NOAH) or before the linear layer (GAP).
         use_backbone_head: call ``backbone.forward_head(x, pre_logits=True)`` after
             ``forward_features`` -- this applies layers such as MobileNetV3's 1x1 conv head or
@@ -83,10 +86,12 @@ class NOAHModel(nn.Module):
         use_backbone_head: bool = False,
         num_prefix_tokens: int | None = None,
         pretrained_cfg: dict[str, Any] | None = None,
+        head_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if head not in HEAD_TYPES:
             raise ConfigError(f"unknown head {head!r}; expected one of {', '.join(HEAD_TYPES)}")
+        self.head_options = {k: v for k, v in (head_options or {}).items() if v is not None}
         self.backbone = backbone
         self.num_features = self.head_hidden_size = num_features
         self.head_type = head
@@ -109,15 +114,8 @@ class NOAHModel(nn.Module):
     def _make_head(self, num_classes: int) -> nn.Module:
         if num_classes == 0:
             return nn.Identity()
-        if self.head_type == "noah":
-            return NOAHHead(
-                self.num_features,
-                num_classes,
-                num_heads=self.num_heads,
-                key_ratio=self.key_ratio,
-                dropout=self.head_dropout,
-            )
-        return ClassifierHead(self.num_features, num_classes, pool_type="avg", drop_rate=self.head_dropout)
+        return build_head(self.head_type, self.num_features, num_classes, num_heads=self.num_heads,
+                          key_ratio=self.key_ratio, dropout=self.head_dropout, **self.head_options)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the head with a freshly initialised one for ``num_classes`` classes.

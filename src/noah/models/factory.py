@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import timm
 from torch import nn
@@ -66,16 +66,20 @@ def create_model(
     key_ratio: float | None = None,
     head_dropout: float | None = None,
     pretrained: bool | str = False,
+    head_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> NOAHModel:
-    """Build ``name`` with a NOAH (``head="noah"``) or GAP + linear (``head="gap"``) head.
+    """Build ``name`` with a NOAH (``head="noah"``), GAP + linear (``head="gap"``) or another head
+    of :data:`HEAD_TYPES` (``"sa"``, ``"csra"``).
 
     ``name`` is one of the paper's models (``noah.list_models()``, optionally prefixed
     ``noah_``) or any timm model name. The paper's ``(N, r, dropout)`` are the defaults for its
     models, ``DEFAULT_PRESET`` for the rest; any can be overridden. ``pretrained`` is ``False``,
     ``True`` (timm's weights, for timm backbones; needs them in the local hub cache) or the path of
     a local file: backbone weights for timm models, an official NOAH checkpoint for paper models.
-    Remaining ``kwargs`` go to the backbone's constructor (e.g. ``drop_path_rate``, ``img_size``).
+    ``head_options`` are the head type's own options (e.g. ``{"kv_split": False}``,
+    ``{"variant": "d"}``; :func:`noah.head.head_options`). Remaining ``kwargs`` go to the backbone's
+    constructor (e.g. ``drop_path_rate``, ``img_size``).
 
     The model maps ``(B, 3, H, W)`` images to ``(B, num_classes)`` logits.
     """
@@ -101,6 +105,7 @@ def create_model(
         head=head,
         use_backbone_head=spec.use_backbone_head,
         pretrained_cfg={**getattr(spec.module, "pretrained_cfg", {}), "num_classes": num_classes, "architecture": name},
+        head_options=head_options,
         **preset,
     )
     if paper is not None and pretrained:
