@@ -146,15 +146,13 @@ def _build_noah(in_channels: int, num_classes: int, *, num_heads: int, key_ratio
     return chosen.build(in_channels, num_classes, num_heads=num_heads, key_ratio=key_ratio, dropout=dropout, **options)
 
 
-def _noah_with(letter: str, **fixed: Any) -> Callable[..., nn.Module]:
-    """A builder of :class:`NOAHHead` with the switches ``fixed`` (a variant's definition)."""
+def _noah_with(**fixed: Any) -> Callable[..., nn.Module]:
+    """A builder of :class:`NOAHHead` with the switches ``fixed`` (a variant's definition; the
+    variant's ``options`` leave them out, so they cannot be given twice)."""
 
     def build(in_channels: int, num_classes: int, *, num_heads: int, key_ratio: float, dropout: float,
               **options: Any) -> nn.Module:
-        for name, value in fixed.items():
-            if name in options and options[name] != value:
-                raise ConfigError(f"POCA variant ({letter}) has {name}={value!r}; it cannot take {name}={options[name]!r}")
-        return NOAHHead(in_channels, num_classes, num_heads, key_ratio, dropout, **{**options, **fixed})
+        return NOAHHead(in_channels, num_classes, num_heads, key_ratio, dropout, **options, **fixed)
 
     return build
 
@@ -170,6 +168,6 @@ register_head_type(HeadType("gap", "global average pooling + linear layer (the u
 # (c): the paper names "another activation"; the extracted text lost which. A sigmoid is the usual
 # non-normalising gate: each position is weighted on its own, nothing makes the weights sum to one.
 register_variant(POCAVariant("c", "sigmoid in place of the softmax over positions",
-                             _noah_with("c", attention="sigmoid"), ("head_split", "kv_split", "merge")))
+                             _noah_with(attention="sigmoid"), ("head_split", "kv_split", "merge")))
 register_variant(POCAVariant("d", "3x3 key and value projections instead of 1x1",
-                             _noah_with("d", kernel_size=3), NOAH_SWITCHES))
+                             _noah_with(kernel_size=3), NOAH_SWITCHES))
