@@ -46,6 +46,14 @@ BUILTINS: dict[str, Builtin] = {
         "digit scenes with 1-4 distinct digits and their boxes, COCO format; 10 labels (multi-label)",
         "coco", _scenes("multilabel"), digits.GENERATOR_VERSION,
         digits.DEFAULT_NUM_TRAIN, digits.DEFAULT_NUM_VAL, digits.DEFAULT_IMAGE_SIZE),
+    "digits-crowd": Builtin(
+        "one small digit among many look-alike digit fragments, 64x64 canvas; 10 classes (multi-class; where matters)",
+        "imagefolder", _scenes("crowd"), digits.GENERATOR_VERSION,
+        digits.DEFAULT_NUM_TRAIN, digits.DEFAULT_NUM_VAL, 64),
+    "digits-crowd-multilabel": Builtin(
+        "2-4 small distinct digits among look-alike fragments, 64x64 canvas, COCO format; 10 labels (multi-label)",
+        "coco", _scenes("crowd-multilabel"), digits.GENERATOR_VERSION,
+        digits.DEFAULT_NUM_TRAIN, digits.DEFAULT_NUM_VAL, 64),
     "digits-voc": Builtin(
         "digit scenes in Pascal VOC2007 layout (trainval/test, small digits marked difficult); 10 labels (multi-label)",
         "voc", digits_voc.generate_digits_voc, digits_voc.GENERATOR_VERSION,
