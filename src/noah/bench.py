@@ -34,6 +34,7 @@ import torch
 from noah.errors import ConfigError
 from noah.head.cpu_kernel import fused_available, fused_status, kernel_disabled
 from noah.models.cost import count_macs
+from noah.tables import cpu_name as _cpu_name
 from noah.tables import emit_table as _emit
 
 __all__ = ["add_arguments", "run", "parse_shape", "HeadShape", "DEFAULT_SHAPES", "PAPER_RUNTIME"]
@@ -171,18 +172,6 @@ def _environment(device: torch.device, threads: int | None) -> str:
         f"machine: {where}; torch {torch.__version__}; torch threads {threads or torch.get_num_threads()}; "
         f"fused CPU kernel: {fused_status()}"
     )
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 # -- whole models -----------------------------------------------------------------------------

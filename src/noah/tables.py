@@ -1,4 +1,5 @@
-"""Result tables: printed aligned, and written as CSV and Markdown (``noah benchmark``, ``noah compare``)."""
+"""Result tables: printed aligned, and written as CSV and Markdown (``noah benchmark``, ``noah compare``),
+with the name of the CPU they were measured on."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import csv
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["format_cell", "markdown_table", "emit_table"]
+__all__ = ["format_cell", "markdown_table", "emit_table", "cpu_name"]
 
 
 def format_cell(value: Any) -> str:
@@ -57,3 +58,16 @@ def emit_table(
     text = f"## {title}\n\n" + markdown_table(shown) + "".join(f"\n{n}\n" for n in notes)
     (output / f"{stem}.md").write_text(text)
     print(f"wrote {output / (stem + '.csv')} and {output / (stem + '.md')}")
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"

@@ -31,11 +31,13 @@ from noah.head.module import NOAHHead
 
 __all__ = [
     "HeadType", "register_head_type", "head_types", "head_type", "head_options", "build_head",
-    "POCAVariant", "register_variant", "variants", "NOAH_SWITCHES",
+    "POCAVariant", "register_variant", "variants", "NOAH_SWITCHES", "SHARED_SETTINGS",
 ]
 
 #: the :class:`NOAHHead` switches the ``"noah"`` type takes as options
 NOAH_SWITCHES = ("head_split", "kv_split", "attention", "merge")
+#: the settings every head type is built with (a type may ignore some: :attr:`HeadType.uses`)
+SHARED_SETTINGS = ("num_heads", "key_ratio", "dropout")
 
 
 @dataclass(frozen=True)
@@ -44,13 +46,15 @@ class HeadType:
 
     ``build(in_channels, num_classes, *, num_heads, key_ratio, dropout, **options)`` returns a
     module mapping ``(B, C, H, W)`` features to ``(B, M)`` logits; ``options`` names what it
-    takes beyond the shared settings.
+    takes beyond the shared settings, ``uses`` which of the shared settings it reads (the others
+    it ignores).
     """
 
     name: str
     description: str
     build: Callable[..., nn.Module]
     options: tuple[str, ...] = ()
+    uses: tuple[str, ...] = SHARED_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,8 @@ def _build_gap(in_channels: int, num_classes: int, *, num_heads: int, key_ratio:
 register_head_type(HeadType(
     "noah", "NOAH: pairwise object category attention (SPEC §2), with the ablation switches and POCA variants",
     _build_noah, (*NOAH_SWITCHES, "variant", "key_width")))
-register_head_type(HeadType("gap", "global average pooling + linear layer (the usual baseline)", _build_gap))
+register_head_type(HeadType("gap", "global average pooling + linear layer (the usual baseline)", _build_gap,
+                            uses=("dropout",)))
 # (c): the paper names "another activation"; the extracted text lost which. A sigmoid is the usual
 # non-normalising gate: each position is weighted on its own, nothing makes the weights sum to one.
 register_variant(POCAVariant("c", "sigmoid in place of the softmax over positions",

@@ -78,4 +78,4 @@ def _build(in_channels: int, num_classes: int, *, num_heads: int, key_ratio: flo
 
 
 register_head_type(HeadType("csra", "class-specific residual attention (CSRA, multi-label baseline) with its "
-                            "multi-head temperatures", _build, ("csra_heads", "csra_lambda")))
+                            "multi-head temperatures", _build, ("csra_heads", "csra_lambda"), uses=()))

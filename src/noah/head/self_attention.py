@@ -64,4 +64,4 @@ def _build(in_channels: int, num_classes: int, *, num_heads: int, key_ratio: flo
 
 
 register_head_type(HeadType("sa", "one self-attention layer over positions, GAP, FC (the paper's Table XI)",
-                            _build, ("sa_dim",)))
+                            _build, ("sa_dim",), uses=("dropout",)))
