@@ -7,7 +7,8 @@
 * :class:`Projection` -- the ``query``/``value`` conv parameters as per-block matrices;
 * :func:`dropout_rate`, :func:`graph_mode`, :func:`dispatch_mode_active` -- the facts about a call
   that decide which path may run;
-* :func:`check_feature_map` -- the one-line error every head gives for an input of the wrong shape.
+* :func:`check_feature_map` -- the one-line error every head gives for an input of the wrong shape;
+* :func:`init_projections` -- the official initialisation of POCA projections.
 
 Implementations get the head module itself and read its attributes (``num_heads``,
 ``num_classes``, ``head_split``, ``kv_split``, ``key_channels``, ``query``, ``value``,
@@ -20,13 +21,14 @@ import math
 from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 from torch.utils import _python_dispatch
 
 from noah.errors import ConfigError, ShapeError
 
 __all__ = [
     "LOG2E", "split_channels", "Projection", "projection", "channels_last_features", "block_inputs",
-    "dropout_rate", "graph_mode", "dispatch_mode_active", "check_feature_map",
+    "dropout_rate", "graph_mode", "dispatch_mode_active", "check_feature_map", "init_projections",
 ]
 
 #: the paths that skip the max pass exponentiate base 2: keys are scaled by log2(e)
@@ -151,3 +153,10 @@ def check_feature_map(x: torch.Tensor, in_channels: int, head: str) -> None:
             f"{head} expects {in_channels} input channels (B, C, H, W), got {x.shape[1]} "
             f"in a tensor of shape {tuple(x.shape)}"
         )
+
+
+def init_projections(*convs: nn.Conv2d) -> None:
+    """The official initialisation of POCA projections: Kaiming-normal (fan_out) weights, zero biases."""
+    for conv in convs:
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(conv.bias)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from noah.errors import ConfigError
-from noah.head.layout import check_feature_map, split_channels
+from noah.head.layout import check_feature_map, init_projections, split_channels
 from noah.head.registry import available_impls, get_impl
 
 __all__ = ["NOAHHead", "NOAHOutput", "ATTENTIONS", "MERGES"]
@@ -132,9 +132,7 @@ class NOAHHead(nn.Module):
 
     def reset_parameters(self) -> None:
         """Official initialisation: Kaiming-normal (fan_out) weights, zero biases."""
-        for conv in (self.query, self.value):
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+        init_projections(self.query, self.value)
 
     def set_impl(self, impl: str) -> "NOAHHead":
         """Choose the implementation by its registered name (``"fast"``, ``"plain"``, ``"lean"``,

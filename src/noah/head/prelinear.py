@@ -16,6 +16,7 @@ from torch import nn
 
 from noah.errors import ConfigError
 from noah.head.catalog import NOAH_SWITCHES, POCAVariant, register_variant
+from noah.head.layout import init_projections
 from noah.head.module import NOAHHead, NOAHOutput
 
 __all__ = ["PreLinearNOAHHead"]
@@ -34,17 +35,12 @@ class PreLinearNOAHHead(NOAHHead):
         super().__init__(in_channels, num_classes, num_heads, key_ratio, dropout, **options)
         self.key_pre = nn.Conv2d(self.key_channels, self.key_channels, 1, groups=self.groups)
         self.value_pre = nn.Conv2d(self.value_channels, self.value_channels, 1, groups=self.groups)
-        self._init_pre()
-
-    def _init_pre(self) -> None:
-        for conv in (self.key_pre, self.value_pre):
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+        init_projections(self.key_pre, self.value_pre)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
         if hasattr(self, "key_pre"):  # NOAHHead.__init__ calls this before the layers exist
-            self._init_pre()
+            init_projections(self.key_pre, self.value_pre)
 
     def forward(self, x: torch.Tensor, return_maps: bool = False) -> torch.Tensor | NOAHOutput:
         """As :meth:`NOAHHead.forward`, on the features after the two extra layers."""

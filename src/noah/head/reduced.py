@@ -21,7 +21,7 @@ from torch import nn
 
 from noah.errors import ConfigError
 from noah.head.catalog import POCAVariant, register_variant
-from noah.head.layout import check_feature_map, split_channels
+from noah.head.layout import check_feature_map, init_projections, split_channels
 from noah.head.plain import attention_from_keys
 
 __all__ = ["ReducedPOCAHead"]
@@ -63,9 +63,7 @@ class ReducedPOCAHead(nn.Module):
         self.value = nn.Conv2d(value_channels, num_heads * key_width, 1, groups=num_heads)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(num_heads * key_width if concat else key_width, num_classes)
-        for conv in (self.query, self.value):
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+        init_projections(self.query, self.value)
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, num_classes={self.num_classes}, num_heads={self.num_heads}, "

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from noah.head.catalog import POCAVariant, register_variant
-from noah.head.layout import check_feature_map, split_channels
+from noah.head.layout import check_feature_map, init_projections, split_channels
 from noah.head.plain import attention_from_keys
 
 __all__ = ["SharedAttentionHead"]
@@ -33,9 +33,7 @@ class SharedAttentionHead(nn.Module):
         self.query = nn.Conv2d(in_channels, num_heads, 1, groups=num_heads)
         self.value = nn.Conv2d(in_channels, num_heads * num_classes, 1, groups=num_heads)
         self.dropout = nn.Dropout(dropout)
-        for conv in (self.query, self.value):
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+        init_projections(self.query, self.value)
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, num_classes={self.num_classes}, num_heads={self.num_heads}"
