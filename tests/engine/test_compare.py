@@ -113,8 +113,9 @@ def test_compare_end_to_end_with_reuse_and_resume(image_folder, tmp_path, tiny_a
         return real_train(config, **kwargs)
 
     monkeypatch.setattr(compare_mod, "train", stop_on_second)
-    with pytest.raises(RunInterrupted, match="run the same noah compare command again"):
+    with pytest.raises(RunInterrupted, match="run the same noah compare command again") as stopped:
         compare_mod.run(compare_mod_args(argv))
+    assert stopped.value.exit_status == 128 + 15
     monkeypatch.setattr(compare_mod, "train", real_train)
     finished = [p for p in (out / "runs").iterdir() if (p / "summary.json").is_file()]
     assert len(finished) == 1
@@ -163,3 +164,20 @@ def test_compare_refuses_single_model_and_head_flags(image_folder, tmp_path, cap
 
 def test_arm_label():
     assert Arm("m", "noah", (("kv_split", False), ("variant", None))).label == "noah kv_split=False variant=none"
+
+
+def test_a_stop_request_in_a_run_stops_the_enclosing_block_too():
+    """noah compare wraps each noah train in its own StopSignals: a SIGTERM that reached the run
+    (even one that then finished normally) must stop the comparison after that run."""
+    import os
+    import signal
+
+    from noah.engine.preemption import StopSignals
+
+    with StopSignals() as outer:
+        with StopSignals() as inner:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert inner.requested and outer.requested and outer.name == "SIGTERM"
+    with StopSignals() as alone:
+        pass
+    assert not alone.requested

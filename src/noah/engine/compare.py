@@ -46,6 +46,7 @@ import multiprocessing
 import os
 import re
 import shlex
+import signal
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -60,6 +61,7 @@ from noah.engine.config import HEAD_OPTION_FIELDS, TrainConfig, add_config_argum
 from noah.engine.datasets import resolve_data
 from noah.engine.distributed import init_distributed, resolve_device
 from noah.engine.model import build_model
+from noah.engine.preemption import StopSignals
 from noah.engine.recipes import RECIPES, resolve_config
 from noah.engine.rundir import RunDir
 from noah.engine.train import train
@@ -327,27 +329,39 @@ def execute(runs: list[PlannedRun], metric: str, jobs: int, is_main: bool, quiet
             failures.append(f"{run.folder.name}: {error}")
         say(progress.line(run, _outcome(run, metric, error), seconds, left), flush=True)
 
-    if jobs <= 1:
-        for run in pending:
-            start = time.perf_counter()
-            try:
-                error = _train_logged(run.config, run.folder, _log_path(run) if is_main else None)
-            except RunInterrupted as exc:
-                raise RunInterrupted(f"{exc} -- run the same noah compare command again to continue the comparison",
-                                     exc.exit_status) from exc
-            finish(run, error, time.perf_counter() - start)
+    again = "run the same noah compare command again to continue the comparison (finished runs are reused)"
+
+    def stopped(stop: StopSignals, after: str) -> RunInterrupted:
+        return RunInterrupted(f"stopped by {stop.name} {after}; {again}", stop.received or signal.SIGTERM)
+
+    with StopSignals() as stop:  # a SIGTERM / SIGUSR1 during a run stops that run and then the comparison
+        if jobs <= 1:
+            for run in pending:
+                start = time.perf_counter()
+                try:
+                    error = _train_logged(run.config, run.folder, _log_path(run) if is_main else None)
+                except RunInterrupted as exc:
+                    raise RunInterrupted(f"{exc} -- {again}", exc.exit_status - 128) from exc
+                finish(run, error, time.perf_counter() - start)
+                if stop.requested and left:
+                    raise stopped(stop, f"after {run.folder.name}")
+            return len(pending), failures
+        threads = max(1, _cores() // jobs)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_setup, initargs=(threads,)) as pool:
+            started = {}
+            for run in pending:
+                future = pool.submit(_worker, run.config.to_dict(), str(run.folder), str(_log_path(run)))
+                started[future] = (run, time.perf_counter())
+            for future in as_completed(started):
+                run, start = started[future]
+                if future.cancelled():
+                    continue
+                finish(run, future.result(), time.perf_counter() - start)
+                if stop.requested and left:
+                    pool.shutdown(wait=True, cancel_futures=True)  # the runs in progress finish first
+                    raise stopped(stop, "after the runs in progress")
         return len(pending), failures
-    threads = max(1, _cores() // jobs)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_setup, initargs=(threads,)) as pool:
-        started = {}
-        for run in pending:
-            future = pool.submit(_worker, run.config.to_dict(), str(run.folder), str(_log_path(run)))
-            started[future] = (run, time.perf_counter())
-        for future in as_completed(started):
-            run, start = started[future]
-            finish(run, future.result(), time.perf_counter() - start)
-    return len(pending), failures
 
 
 # --------------------------------------------------------------------------------------------
