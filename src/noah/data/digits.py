@@ -23,7 +23,7 @@ the ones that train on them:
   ``ROOT/annotations/instances_{train,val}.json`` in COCO instances format (categories 1..10 named
   "0".."9", one box per digit);
 - ``crowd`` and ``crowd-multilabel``: the same two layouts in a setting where *where* things are
-  matters (:data:`CROWD_STYLE`): small digits (14-22 % of the canvas height, so about 9-14 px at
+  matters (:data:`CROWD_STYLE`): smaller digits (22-32 % of the canvas height, about 14-20 px at
   64 px) among many digit fragments drawn at the digit's own scale and ink, which look like
   digits locally; ``crowd-multilabel`` has 2-4 of them per scene. A head that averages every
   position alike sees mostly clutter.
@@ -194,7 +194,7 @@ class SceneStyle:
 #: the original scenes (``multiclass``, ``multilabel``, and the VOC / iNat miniatures)
 DEFAULT_STYLE = SceneStyle()
 #: small digits among many look-alike fragments at their own scale (``crowd``, ``crowd-multilabel``)
-CROWD_STYLE = SceneStyle(digit_height=(0.14, 0.22), fragment_height=(0.14, 0.22), clutter_items=(10, 16),
+CROWD_STYLE = SceneStyle(digit_height=(0.22, 0.32), fragment_height=(0.22, 0.32), clutter_items=(8, 13),
                          clutter=("fragment", "fragment", "fragment", "stroke"), digits_per_scene=(2, 4))
 _VARIANT_STYLES = {"multiclass": DEFAULT_STYLE, "multilabel": DEFAULT_STYLE, "crowd": CROWD_STYLE,
                    "crowd-multilabel": CROWD_STYLE}
