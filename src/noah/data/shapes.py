@@ -22,14 +22,13 @@ is derived from ``seed`` (one random stream per scene): the same arguments give 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from noah.data.scenes import Placed, check_scene_sizes, write_scenes
 from noah.errors import ConfigError
 
 __all__ = [
@@ -55,7 +54,6 @@ _SIZE = (0.14, 0.22)
 _DISTRACTORS = (3, 6)
 _TARGETS = (1, 3)
 _JITTER = 12
-_SPLIT_CODES = {"train": 0, "val": 1}
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
@@ -148,41 +146,17 @@ def generate_shape_scenes(
     """
     if variant not in SHAPE_VARIANTS:
         raise ConfigError(f"unknown shape-scene variant {variant!r}; expected one of {', '.join(SHAPE_VARIANTS)}")
-    if image_size < MIN_IMAGE_SIZE:
-        raise ConfigError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
-    if num_train < 10 or num_val < 1:
-        raise ConfigError(f"num_train must be at least 10 (one scene per class) and num_val positive, got {num_train} "
-                          f"and {num_val}")
-    root = Path(root)
-    for split, count in (("train", num_train), ("val", num_val)):
-        images: list[dict[str, Any]] = []
-        annotations: list[dict[str, Any]] = []
-        for index in range(count):
-            rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
-            targets = _targets(rng, variant, index)
-            placed: list[tuple[int, list[int]]] = []
-            while not placed:  # no square fitted: draw again from the same stream (multi-label scenes keep
-                image, placed = render_shapes(rng, targets, image_size)  # the squares that fitted, labelled)
-            name = f"{split}_{index:05d}.png"
-            if variant == "multiclass":
-                relative = Path(split) / _NAMES[placed[0][0]] / name
-            else:
-                relative = Path(split) / name
-                images.append({"id": index + 1, "file_name": name, "width": image_size, "height": image_size})
-                for colour, box in placed:
-                    annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": colour + 1,
-                                        "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
-            (root / relative).parent.mkdir(parents=True, exist_ok=True)
-            image.save(root / relative, compress_level=1)
-        if variant == "multilabel":
-            coco = {
-                "info": {"description": f"NOAH odd-shape scenes ({split})", "version": str(GENERATOR_VERSION)},
-                "images": images, "annotations": annotations,
-                "categories": [{"id": i + 1, "name": n, "supercategory": "colour"} for i, n in enumerate(_NAMES)],
-            }
-            (root / "annotations").mkdir(parents=True, exist_ok=True)
-            (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    check_scene_sizes(num_train, num_val, image_size, MIN_IMAGE_SIZE, "class")
+
+    def draw(rng: np.random.Generator, split: str, index: int) -> tuple[Image.Image, Placed]:
+        targets = _targets(rng, variant, index)
+        placed: Placed = []
+        while not placed:  # no square fitted: draw again from the same stream (multi-label scenes keep,
+            image, placed = render_shapes(rng, targets, image_size)  # and label, the squares that fitted)
+        return image, placed
+
     info = {"generator": "noah.data.shapes", "version": GENERATOR_VERSION, "variant": variant, "seed": seed,
             "num_train": num_train, "num_val": num_val, "image_size": image_size}
-    (root / "info.json").write_text(json.dumps(info, indent=2))
-    return root
+    return write_scenes(Path(root), draw, _NAMES, variant == "multiclass", seed, {"train": num_train, "val": num_val},
+                        image_size, {"description": "NOAH odd-shape scenes ({split})",
+                                     "version": str(GENERATOR_VERSION)}, "colour", info)
