@@ -30,7 +30,6 @@ Three modes, each printing a table and (with ``--output DIR``) writing CSV and M
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -40,13 +39,16 @@ import time
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import torch
 
 from noah.errors import ConfigError
 from noah.head.cpu_kernel import fused_available, fused_status, kernel_disabled
 from noah.head.cpu_train import train_available
+from noah.models.cost import count_macs
+from noah.tables import cpu_name as _cpu_name
+from noah.tables import emit_table as _emit
 
 __all__ = ["add_arguments", "run", "parse_shape", "HeadShape", "DEFAULT_SHAPES", "PAPER_RUNTIME"]
 
@@ -165,15 +167,6 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int, repeats: in
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def count_macs(model: torch.nn.Module, example: torch.Tensor) -> int:
-    """Multiply-adds of one forward pass (torch's FLOP counter; MACs = FLOPs / 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(example)
-    return counter.get_total_flops() // 2
-
-
 def _device(name: str) -> torch.device:
     try:
         device = torch.device(name)
@@ -189,44 +182,6 @@ def _device(name: str) -> torch.device:
 # -- output -----------------------------------------------------------------------------------
 
 
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
-    return str(value)
-
-
-def _markdown(rows: list[dict[str, Any]]) -> str:
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_format(row[k]) for k in header) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _emit(rows: list[dict[str, Any]], title: str, stem: str, output: Path | None, notes: Sequence[str] = ()) -> None:
-    """Print ``rows`` as a table; with ``output``, write ``stem.csv`` and ``stem.md`` there."""
-    if not rows:
-        return
-    header = list(rows[0])
-    cells = [[_format(row[k]) for k in header] for row in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    print(title)
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-    for c in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
-    for note in notes:
-        print(note)
-    if output is None:
-        return
-    output.mkdir(parents=True, exist_ok=True)
-    with open(output / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
-    text = f"## {title}\n\n" + _markdown(rows) + "".join(f"\n{n}\n" for n in notes)
-    (output / f"{stem}.md").write_text(text)
-    print(f"wrote {output / (stem + '.csv')} and {output / (stem + '.md')}")
-
-
 def _environment(device: torch.device, threads: int | None) -> str:
     cpu = _cpu_name()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu}, {os.cpu_count()} CPUs"
@@ -234,18 +189,6 @@ def _environment(device: torch.device, threads: int | None) -> str:
         f"machine: {where}; torch {torch.__version__}; torch threads {threads or torch.get_num_threads()}; "
         f"fused CPU kernel: {fused_status()}"
     )
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 def _train_status() -> str:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("noah.commands.info", "describe one model: backbone, head, parameters, feature map"),
     "benchmark": ("noah.bench", "measure NOAH against the GAP baseline: parameters, MACs, speed"),
     "train": ("noah.engine.train", "train a model (built-in digit scenes by default)"),
+    "compare": ("noah.engine.compare", "train heads side by side over seeds and tabulate them with paired tests"),
     "eval": ("noah.engine.evaluate", "evaluate a trained run or checkpoint on a dataset"),
     "predict": ("noah.engine.predict", "classify image files with a trained run"),
     "export": ("noah.engine.export", "write a trained run as a portable model folder, ONNX or TorchScript"),

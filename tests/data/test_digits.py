@@ -86,3 +86,42 @@ def test_bad_generator_arguments():
         generate_digit_scenes("/tmp/unused", "both")
     with pytest.raises(ConfigError, match="image_size must be at least 32 pixels, got 16"):
         generate_digit_scenes("/tmp/unused", image_size=16)
+
+
+def test_crowd_scenes_have_small_digits_and_more_clutter(tmp_path):
+    """digits-crowd / -multilabel: the same layouts, smaller digits (CROWD_STYLE), 2-4 per
+    multi-label scene, deterministic; the original scenes keep their larger digits."""
+    from noah.data.digits import CROWD_STYLE, DEFAULT_STYLE
+
+    size = 96
+    crowd = generate_digit_scenes(tmp_path / "c", "crowd-multilabel", seed=0, num_train=12, num_val=3, image_size=size)
+    again = generate_digit_scenes(tmp_path / "c2", "crowd-multilabel", seed=0, num_train=12, num_val=3, image_size=size)
+    assert tree_digest(crowd) == tree_digest(again)
+    plain = generate_digit_scenes(tmp_path / "p", "multilabel", seed=0, num_train=12, num_val=3, image_size=size)
+
+    def heights(root: Path) -> tuple[list[float], dict[int, int]]:
+        coco = json.loads((root / "annotations" / "instances_train.json").read_text())
+        counts: dict[int, int] = {}
+        for ann in coco["annotations"]:
+            counts[ann["image_id"]] = counts.get(ann["image_id"], 0) + 1
+        return [ann["bbox"][3] / size for ann in coco["annotations"]], counts
+
+    crowd_heights, crowd_counts = heights(crowd)
+    plain_heights, _ = heights(plain)
+    # ink boxes lie within the drawn digit's height (rotation adds a little)
+    assert max(crowd_heights) <= CROWD_STYLE.digit_height[1] * 1.25
+    assert CROWD_STYLE.digit_height[1] < DEFAULT_STYLE.digit_height[1]
+    assert np.median(plain_heights) > 1.25 * np.median(crowd_heights)
+    assert all(2 <= n <= 4 for n in crowd_counts.values()) and len(crowd_counts) == 12
+
+    mc = generate_digit_scenes(tmp_path / "mc", "crowd", seed=0, num_train=20, num_val=5, image_size=64)
+    assert sorted(f.parent.name for f in (mc / "train").rglob("*.png")) == sorted([str(d) for d in range(10)] * 2)
+
+
+def test_crowd_builtins_resolve_at_64_px(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOAH_CACHE", str(tmp_path))
+    info = resolve_dataset("digits-crowd-multilabel", num_train=10, num_val=4)
+    assert info.task == "multilabel" and info.num_classes == 10
+    assert len(create_dataset(info, "val")) == 4
+    with Image.open(next((tmp_path).rglob("train_00000.png"))) as img:
+        assert img.size == (64, 64)

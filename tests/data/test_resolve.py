@@ -84,7 +84,8 @@ def test_builtin_is_cached_and_a_leftover_temp_folder_is_not_trusted(tmp_path):
     stamp = marker.stat().st_mtime_ns
     again = resolve_dataset("digits", cache_dir=cache, num_train=10, num_val=4, image_size=64)
     assert again.root == info.root and marker.stat().st_mtime_ns == stamp
-    assert sorted(BUILTIN_DATASETS) == ["digits", "digits-inat", "digits-multilabel", "digits-reid", "digits-voc"]
+    assert sorted(BUILTIN_DATASETS) == ["digits", "digits-crowd", "digits-crowd-multilabel", "digits-inat", "digits-multilabel",
+                                        "digits-reid", "digits-voc", "shapes", "shapes-multilabel"]
     ml = resolve_dataset("digits-multilabel", cache_dir=cache, num_train=10, num_val=4, image_size=64)
     assert ml.task == "multilabel" and ml.format == "coco"
     with pytest.raises(DataError, match="is multiclass, not multilabel"):

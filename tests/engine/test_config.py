@@ -29,7 +29,7 @@ def test_every_option_has_exactly_one_flag_with_its_help_and_choices() -> None:
         assert f"--{f.name.replace('_', '-')}" in action.option_strings
         assert f.metadata["help"] in action.help and action.default is argparse.SUPPRESS
     assert set(by_dest["head_impl"].choices) >= {"fast", "plain", "lean"}
-    assert set(by_dest["head"].choices) == {"noah", "gap"}
+    assert set(by_dest["head"].choices) == {"noah", "gap", "sa", "csra"}
     assert "--aa" in by_dest["auto_augment"].option_strings
 
 

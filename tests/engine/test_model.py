@@ -25,6 +25,23 @@ def test_head_impl_reaches_the_noah_head(impl: str) -> None:
     assert gap(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
 
+@pytest.mark.parametrize("overrides,check", [
+    ({"variant": "d", "kv_split": False}, lambda head: head.kernel_size == 3 and not head.kv_split),
+    ({"attention": "classes", "merge": "max"}, lambda head: not head.is_standard),
+    ({"head": "csra", "csra_heads": 4, "csra_lambda": 0.3}, lambda head: (head.num_heads, head.lam) == (4, 0.3)),
+    ({"head": "sa", "sa_dim": 8}, lambda head: head.dim == 8),
+])
+def test_head_options_reach_the_head(overrides, check) -> None:
+    model = build_model(resolve_config("demo", None, overrides), num_classes=10)
+    assert check(model.head)
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_a_head_option_the_head_has_no_use_for_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"the gap head has no option attention \(it takes none\)"):
+        build_model(resolve_config("demo", None, {"head": "gap", "attention": "classes"}), num_classes=10)
+
+
 @pytest.mark.parametrize("changes,message", [
     ({"model": "test_vit", "output_stride": 8}, "model test_vit cannot take --output-stride 8: its backbone "
                                                 "(VisionTransformer) has no output_stride setting"),

@@ -89,3 +89,15 @@ def test_bad_folders_are_one_line_errors(tmp_path, saved):
         noah.create_model(pretrained=str(tmp_path / "broken"))
     with pytest.raises(ConfigError, match="needs a model name"):
         noah.create_model()
+
+
+def test_ablation_heads_round_trip_with_their_options(tmp_path):
+    """A head with ablation switches or a POCA variant is rebuilt with them, by noah and by timm."""
+    model = perturbed(noah.create_model("mobilenetv2_035", num_classes=3, head_options={"variant": "d", "merge": "avg"}))
+    folder = save_pretrained(model, tmp_path / "ablation")
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config["model_args"]["head_options"] == {"variant": "d", "merge": "avg"}
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(noah.create_model(pretrained=str(folder)).eval()(x), model(x))
+        torch.testing.assert_close(timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x), model(x))

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     kwargs = dict(num_classes=args.num_classes, num_heads=args.num_heads, key_ratio=args.key_ratio)
     model = create_model(args.model, head=args.head, **kwargs)
-    baseline = create_model(args.model, head="gap", num_classes=args.num_classes) if args.head == "noah" else model
+    baseline = create_model(args.model, head="gap", num_classes=args.num_classes) if args.head != "gap" else model
     model.eval()
     size = args.img_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
     with torch.no_grad():
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         ("model", args.model + (" (paper model)" if paper else " (timm backbone)")),
         ("backbone", type(model.backbone).__name__),
-        ("head", f"NOAHHead({model.head.extra_repr()})" if isinstance(model.head, NOAHHead) else "GAP + linear"),
+        ("head", "GAP + linear" if args.head == "gap" else f"{type(model.head).__name__}({model.head.extra_repr()})"),
         ("feature map", f"(B, {fmap.shape[1]}, {fmap.shape[2]}, {fmap.shape[3]}) at {size}x{size} input"),
         ("params", f"{count_parameters(model) / 1e6:.4f} M (GAP baseline {count_parameters(baseline) / 1e6:.4f} M)"),
     ]

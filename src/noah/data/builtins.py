@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from noah.data import digits, digits_inat, digits_reid, digits_voc
+from noah.data import digits, digits_inat, digits_reid, digits_voc, shapes
 from noah.errors import ConfigError
 
 __all__ = ["BUILTIN_DATASETS", "Builtin", "BUILTINS", "builtin_root", "default_cache_dir"]
@@ -46,6 +46,26 @@ BUILTINS: dict[str, Builtin] = {
         "digit scenes with 1-4 distinct digits and their boxes, COCO format; 10 labels (multi-label)",
         "coco", _scenes("multilabel"), digits.GENERATOR_VERSION,
         digits.DEFAULT_NUM_TRAIN, digits.DEFAULT_NUM_VAL, digits.DEFAULT_IMAGE_SIZE),
+    "digits-crowd": Builtin(
+        "one small digit among many look-alike digit fragments, 64x64 canvas; 10 classes (multi-class; where matters)",
+        "imagefolder", _scenes("crowd"), digits.GENERATOR_VERSION,
+        digits.DEFAULT_NUM_TRAIN, digits.DEFAULT_NUM_VAL, 64),
+    "digits-crowd-multilabel": Builtin(
+        "2-4 small distinct digits among look-alike fragments, 64x64 canvas, COCO format; 10 labels (multi-label)",
+        "coco", _scenes("crowd-multilabel"), digits.GENERATOR_VERSION,
+        digits.DEFAULT_NUM_TRAIN, digits.DEFAULT_NUM_VAL, 64),
+    "shapes": Builtin(
+        "odd-shape scenes: the class is the colour of the one square among circles and triangles of any colour, "
+        "64x64; 10 classes (multi-class; where matters, fast to learn)",
+        "imagefolder", lambda root, seed, n_train, n_val, size: shapes.generate_shape_scenes(
+            root, "multiclass", seed, n_train, n_val, size), shapes.GENERATOR_VERSION,
+        shapes.DEFAULT_NUM_TRAIN, shapes.DEFAULT_NUM_VAL, shapes.DEFAULT_IMAGE_SIZE),
+    "shapes-multilabel": Builtin(
+        "odd-shape scenes: the labels are the colours of 1-3 squares among circles and triangles of any colour, "
+        "64x64, COCO format; 10 labels (multi-label)",
+        "coco", lambda root, seed, n_train, n_val, size: shapes.generate_shape_scenes(
+            root, "multilabel", seed, n_train, n_val, size), shapes.GENERATOR_VERSION,
+        shapes.DEFAULT_NUM_TRAIN, shapes.DEFAULT_NUM_VAL, shapes.DEFAULT_IMAGE_SIZE),
     "digits-voc": Builtin(
         "digit scenes in Pascal VOC2007 layout (trainval/test, small digits marked difficult); 10 labels (multi-label)",
         "voc", digits_voc.generate_digits_voc, digits_voc.GENERATOR_VERSION,

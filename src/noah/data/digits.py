@@ -15,13 +15,18 @@ the test part of the UCI optdigits set). A classifier on those tiny images says 
   most 5x5 of the 8x8 scan, too little to read as a whole digit); some clutter is drawn over the
   digits.
 
-Two variants are written as ordinary files, so the loaders that read ImageNet and COCO folders are
+The variants are written as ordinary files, so the loaders that read ImageNet and COCO folders are
 the ones that train on them:
 
 - ``multiclass``: one digit per scene, ``ROOT/{train,val}/<digit>/<split>_<index>.png``;
 - ``multilabel``: 1-4 distinct digits per scene, ``ROOT/{train,val}/<split>_<index>.png`` plus
   ``ROOT/annotations/instances_{train,val}.json`` in COCO instances format (categories 1..10 named
-  "0".."9", one box per digit).
+  "0".."9", one box per digit);
+- ``crowd`` and ``crowd-multilabel``: the same two layouts in a setting where *where* things are
+  matters (:data:`CROWD_STYLE`): smaller digits (22-32 % of the canvas height, about 14-20 px at
+  64 px) among many digit fragments drawn at the digit's own scale and ink, which look like
+  digits locally; ``crowd-multilabel`` has 2-4 of them per scene. A head that averages every
+  position alike sees mostly clutter.
 
 The 1,797 scans are split per class into disjoint train/validation pools (80/20) before anything is
 drawn, and fragments come from the same pool as the scene, so no validation scene shows ink of a
@@ -31,21 +36,23 @@ arguments give byte-identical files.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from noah.data.scenes import Placed, check_scene_sizes, write_scenes
 from noah.errors import ConfigError
 
 __all__ = [
     "GENERATOR_VERSION",
     "DIGIT_VARIANTS",
+    "SceneStyle",
+    "DEFAULT_STYLE",
+    "CROWD_STYLE",
     "DEFAULT_NUM_TRAIN",
     "DEFAULT_NUM_VAL",
     "DEFAULT_IMAGE_SIZE",
@@ -57,7 +64,7 @@ __all__ = [
 
 # Bump whenever the drawing changes: it is part of the cache key, so old caches are not reused.
 GENERATOR_VERSION = 4
-DIGIT_VARIANTS = ("multiclass", "multilabel")
+DIGIT_VARIANTS = ("multiclass", "multilabel", "crowd", "crowd-multilabel")
 DEFAULT_NUM_TRAIN = 2000
 DEFAULT_NUM_VAL = 500
 DEFAULT_IMAGE_SIZE = 224
@@ -70,9 +77,6 @@ CLASS_NAMES = [str(d) for d in range(10)]
 _DIGIT_HEIGHT = (0.30, 0.55)
 _FRAGMENT_HEIGHT = (24 / 224, 72 / 224)
 _CLUTTER_ITEMS = (3, 7)
-# PNG level 1 is ~4x faster than the default 6 on these noisy scenes and only ~10% larger.
-_PNG_COMPRESS_LEVEL = 1
-_SPLIT_CODES = {"train": 0, "val": 1}
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,34 @@ def _speckles(rng: np.random.Generator, canvas: Image.Image) -> None:
         draw.point((x, y), fill=(v, v, v))
 
 
-def _stroke(rng: np.random.Generator, size: int, pool: DigitPools) -> tuple[Image.Image, int, int]:
+@dataclass(frozen=True)
+class SceneStyle:
+    """How a scene is drawn: sizes as fractions of the canvas side, counts before scaling.
+
+    ``digit_height``: range of a digit's height; ``fragment_height``: range of the height a whole
+    8x8 scan would have at a fragment's scale; ``clutter_items``: range of clutter items on a
+    112 px or larger canvas; ``clutter``: the kinds drawn, uniformly (repeat one to favour it);
+    ``digits_per_scene``: range (inclusive) for multi-label scenes.
+    """
+
+    digit_height: tuple[float, float] = _DIGIT_HEIGHT
+    fragment_height: tuple[float, float] = _FRAGMENT_HEIGHT
+    clutter_items: tuple[int, int] = _CLUTTER_ITEMS
+    clutter: tuple[str, ...] = ("stroke", "blob", "stroke", "blob", "fragment")  # fragments are the digit-like kind
+    digits_per_scene: tuple[int, int] = (1, MAX_DIGITS_PER_SCENE)
+
+
+#: the original scenes (``multiclass``, ``multilabel``, and the VOC / iNat miniatures)
+DEFAULT_STYLE = SceneStyle()
+#: small digits among many look-alike fragments at their own scale (``crowd``, ``crowd-multilabel``)
+CROWD_STYLE = SceneStyle(digit_height=(0.22, 0.32), fragment_height=(0.22, 0.32), clutter_items=(8, 13),
+                         clutter=("fragment", "fragment", "fragment", "stroke"), digits_per_scene=(2, 4))
+_VARIANT_STYLES = {"multiclass": DEFAULT_STYLE, "multilabel": DEFAULT_STYLE, "crowd": CROWD_STYLE,
+                   "crowd-multilabel": CROWD_STYLE}
+_MULTICLASS_VARIANTS = ("multiclass", "crowd")
+
+
+def _stroke(rng: np.random.Generator, size: int, pool: DigitPools, style: SceneStyle) -> tuple[Image.Image, int, int]:
     """A random thin polyline (2-4 segments) as an alpha mask and its top-left corner."""
     extent = int(rng.integers(max(size // 10, 4), max(size // 3, 6)))
     patch = Image.new("L", (extent, extent), 0)
@@ -177,7 +208,7 @@ def _stroke(rng: np.random.Generator, size: int, pool: DigitPools) -> tuple[Imag
     return patch, int(top), int(left)
 
 
-def _blob(rng: np.random.Generator, size: int, pool: DigitPools) -> tuple[Image.Image, int, int]:
+def _blob(rng: np.random.Generator, size: int, pool: DigitPools, style: SceneStyle) -> tuple[Image.Image, int, int]:
     """A translucent filled ellipse as an alpha mask and its top-left corner."""
     h, w = (int(v) for v in rng.integers(max(size // 16, 3), max(size // 4, 5), size=2))
     patch = Image.new("L", (w, h), 0)
@@ -186,22 +217,23 @@ def _blob(rng: np.random.Generator, size: int, pool: DigitPools) -> tuple[Image.
     return patch, int(top), int(left)
 
 
-def _fragment(rng: np.random.Generator, size: int, pool: DigitPools) -> tuple[Image.Image, int, int]:
+def _fragment(rng: np.random.Generator, size: int, pool: DigitPools, style: SceneStyle) -> tuple[Image.Image, int, int]:
     """A corner of at most 5x5 cells of a random scan, upscaled like a digit: ink but no digit."""
     scan = pool.images[rng.integers(len(pool.images))]
     fh, fw = (int(v) for v in rng.integers(3, 6, size=2))
     r0, c0 = int(rng.integers(0, 9 - fh)), int(rng.integers(0, 9 - fw))
-    cell = rng.uniform(*_FRAGMENT_HEIGHT) * size / 8
+    cell = rng.uniform(*style.fragment_height) * size / 8
     alpha = upscale_scan(scan[r0 : r0 + fh, c0 : c0 + fw], round(fh * cell), round(fw * cell), rng.uniform(-30, 30))
     h, w = alpha.shape
     top, left = rng.integers(-h // 3, size - h // 2), rng.integers(-w // 3, size - w // 2)
     return alpha_mask(alpha * rng.uniform(0.5, 1.0)), int(top), int(left)
 
 
-_CLUTTER = (_stroke, _blob, _stroke, _blob, _fragment)  # fragments are the hard, digit-like kind
+_CLUTTER_KINDS = {"stroke": _stroke, "blob": _blob, "fragment": _fragment}
 
 
-def digit_alpha(rng: np.random.Generator, size: int, scan: np.ndarray) -> tuple[np.ndarray, list[int]]:
+def digit_alpha(rng: np.random.Generator, size: int, scan: np.ndarray,
+                height_range: tuple[float, float] = _DIGIT_HEIGHT) -> tuple[np.ndarray, list[int]]:
     """Upscaled, slightly rotated digit with random contrast, and the box of its ink in that patch.
 
     The scan gets a one-cell empty border before upscaling, so the ink fades to zero inside the
@@ -209,7 +241,7 @@ def digit_alpha(rng: np.random.Generator, size: int, scan: np.ndarray) -> tuple[
     around every digit that a model could use instead of the digit's shape. Returns the alpha patch
     (trimmed where alpha < 0.005, invisible) and ``[x, y, w, h]`` of alpha > 0.1 within it.
     """
-    height = rng.uniform(*_DIGIT_HEIGHT) * size
+    height = rng.uniform(*height_range) * size
     width = height * rng.uniform(0.7, 1.0)
     padded = np.pad(scan, 1)
     alpha = upscale_scan(padded, round(height * 10 / 8), round(width * 10 / 8), rng.uniform(-15, 15))
@@ -233,9 +265,10 @@ def _overlaps(box: tuple[int, int, int, int], boxes: list[tuple[int, int, int, i
 
 
 def render_scene(
-    rng: np.random.Generator, pool: DigitPools, digits: list[int], image_size: int
+    rng: np.random.Generator, pool: DigitPools, digits: list[int], image_size: int, style: SceneStyle = DEFAULT_STYLE
 ) -> tuple[Image.Image, list[tuple[int, list[int]]]]:
-    """Draw one RGB scene of ``image_size`` x ``image_size`` with each digit of ``digits`` once.
+    """Draw one RGB scene of ``image_size`` x ``image_size`` with each digit of ``digits`` once,
+    sized and cluttered as ``style`` says.
 
     Digits do not overlap each other; a digit that finds no free spot in 30 tries is left out.
     Returns the image and, per drawn digit, ``(digit, [x, y, w, h])``: the box around its ink
@@ -244,13 +277,13 @@ def render_scene(
     size = image_size
     canvas = _background(rng, size)
     mean_colour = np.asarray(canvas.resize((1, 1), Image.Resampling.BOX), dtype=np.float64)[0, 0]
-    n_clutter = int(rng.integers(*_CLUTTER_ITEMS) * min(1.0, size / 112) + 1)
-    kinds = rng.integers(0, len(_CLUTTER), size=n_clutter)
+    n_clutter = int(rng.integers(*style.clutter_items) * min(1.0, size / 112) + 1)
+    kinds = rng.integers(0, len(style.clutter), size=n_clutter)
     n_before = int(rng.integers(n_clutter // 2, n_clutter + 1))
 
     def draw_clutter(kind_ids: np.ndarray) -> None:
         for kind in kind_ids:
-            mask, top, left = _CLUTTER[kind](rng, size, pool)
+            mask, top, left = _CLUTTER_KINDS[style.clutter[kind]](rng, size, pool, style)
             canvas.paste(_ink_colour(rng, mean_colour), (left, top, left + mask.width, top + mask.height), mask)
 
     draw_clutter(kinds[:n_before])
@@ -258,7 +291,7 @@ def render_scene(
     boxes: list[tuple[int, int, int, int]] = []
     for digit in digits:
         scan = pool.images[rng.choice(pool.of_class(digit))]
-        alpha, (ix, iy, iw, ih) = digit_alpha(rng, size, scan)
+        alpha, (ix, iy, iw, ih) = digit_alpha(rng, size, scan, style.digit_height)
         h, w = alpha.shape
         if h > size or w > size:
             continue
@@ -280,9 +313,10 @@ def render_scene(
 
 
 def scene_digits(rng: np.random.Generator, variant: str, index: int) -> list[int]:
-    if variant == "multiclass":  # classes cycle, so every split is balanced and holds all ten
+    if variant in _MULTICLASS_VARIANTS:  # classes cycle, so every split is balanced and holds all ten
         return [index % 10]
-    count = int(rng.integers(1, MAX_DIGITS_PER_SCENE + 1))
+    low, high = _VARIANT_STYLES[variant].digits_per_scene
+    count = int(rng.integers(low, high + 1))
     return [int(d) for d in rng.choice(10, size=count, replace=False)]
 
 
@@ -296,54 +330,30 @@ def generate_digit_scenes(
 ) -> Path:
     """Write a digit-scene dataset to ``root`` (which must not exist yet) and return it.
 
-    ``multiclass``: ``root/{train,val}/<digit>/<split>_<i>.png``, scene ``i`` showing digit
-    ``i % 10`` (a scene whose digit found no free spot is redrawn, so every scene holds it). ``multilabel``:
-    ``root/{train,val}/<split>_<i>.png`` plus ``root/annotations/instances_{train,val}.json``
-    (COCO instances: categories 1..10 named "0".."9", one box per digit). Also writes
+    ``multiclass`` and ``crowd``: ``root/{train,val}/<digit>/<split>_<i>.png``, scene ``i``
+    showing digit ``i % 10`` (a scene whose digit found no free spot is redrawn, so every scene
+    holds it). ``multilabel`` and ``crowd-multilabel``: ``root/{train,val}/<split>_<i>.png`` plus
+    ``root/annotations/instances_{train,val}.json`` (COCO instances: categories 1..10 named
+    "0".."9", one box per digit). Also writes
     ``root/info.json`` with the arguments and the generator version. Same arguments, same bytes.
     """
     if variant not in DIGIT_VARIANTS:
         raise ConfigError(f"unknown digit-scene variant {variant!r}; expected one of {', '.join(DIGIT_VARIANTS)}")
-    if image_size < MIN_IMAGE_SIZE:
-        raise ConfigError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
-    if num_train < 10 or num_val < 1:
-        raise ConfigError(f"num_train must be at least 10 (one scene per digit) and num_val positive, got {num_train} and {num_val}")
-    root = Path(root)
+    check_scene_sizes(num_train, num_val, image_size, MIN_IMAGE_SIZE, "digit")
     pools = split_digit_pools(seed)
-    for split, count in (("train", num_train), ("val", num_val)):
-        images: list[dict[str, Any]] = []
-        annotations: list[dict[str, Any]] = []
-        for index in range(count):
-            rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
-            placed: list[tuple[int, list[int]]] = []
-            while not placed:  # an empty scene (nothing fitted) is drawn again from the same stream
-                image, placed = render_scene(rng, pools[split], scene_digits(rng, variant, index), image_size)
-            name = f"{split}_{index:05d}.png"
-            if variant == "multiclass":
-                relative = Path(split) / CLASS_NAMES[placed[0][0]] / name
-            else:
-                relative = Path(split) / name
-                images.append({"id": index + 1, "file_name": name, "width": image_size, "height": image_size})
-                for digit, box in placed:
-                    annotations.append({
-                        "id": len(annotations) + 1, "image_id": index + 1, "category_id": digit + 1,
-                        "bbox": box, "area": box[2] * box[3], "iscrowd": 0,
-                    })
-            (root / relative).parent.mkdir(parents=True, exist_ok=True)
-            image.save(root / relative, compress_level=_PNG_COMPRESS_LEVEL)
-        if variant == "multilabel":
-            coco = {
-                "info": {"description": f"NOAH digit scenes ({split})", "version": str(GENERATOR_VERSION)},
-                "images": images,
-                "annotations": annotations,
-                "categories": [{"id": d + 1, "name": CLASS_NAMES[d], "supercategory": "digit"} for d in range(10)],
-            }
-            (root / "annotations").mkdir(parents=True, exist_ok=True)
-            (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+
+    def draw(rng: np.random.Generator, split: str, index: int) -> tuple[Image.Image, Placed]:
+        placed: Placed = []
+        while not placed:  # an empty scene (nothing fitted) is drawn again from the same stream
+            image, placed = render_scene(rng, pools[split], scene_digits(rng, variant, index), image_size,
+                                         _VARIANT_STYLES[variant])
+        return image, placed
+
     info = {
         "generator": "noah.data.digits", "version": GENERATOR_VERSION, "variant": variant, "seed": seed,
         "num_train": num_train, "num_val": num_val, "image_size": image_size,
         "source": "sklearn.datasets.load_digits (1,797 8x8 scans), split 80/20 per class into disjoint pools",
     }
-    (root / "info.json").write_text(json.dumps(info, indent=2))
-    return root
+    return write_scenes(Path(root), draw, CLASS_NAMES, variant in _MULTICLASS_VARIANTS, seed,
+                        {"train": num_train, "val": num_val}, image_size,
+                        {"description": "NOAH digit scenes ({split})", "version": str(GENERATOR_VERSION)}, "digit", info)

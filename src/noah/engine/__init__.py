@@ -1,4 +1,4 @@
-"""Training, evaluation and prediction: ``noah train``, ``noah eval``, ``noah predict``.
+"""Training, evaluation and prediction: ``noah train``, ``noah eval``, ``noah predict``, ``noah compare``.
 
 The loop and its command live in :mod:`~noah.engine.train`; what it is built from:
 
@@ -12,7 +12,8 @@ The loop and its command live in :mod:`~noah.engine.train`; what it is built fro
 * :mod:`~noah.engine.optim`, :mod:`~noah.engine.precision` -- loss, optimizer, schedule, AMP;
 * :mod:`~noah.engine.seeding`, :mod:`~noah.engine.preemption` -- reproducibility, clean stops;
 * :mod:`~noah.engine.distributed` -- torchrun / DDP helpers;
-* :mod:`~noah.engine.evaluate`, :mod:`~noah.engine.predict` -- ``noah eval`` and ``noah predict``.
+* :mod:`~noah.engine.evaluate`, :mod:`~noah.engine.predict` -- ``noah eval`` and ``noah predict``;
+* :mod:`~noah.engine.compare` -- ``noah compare``: heads side by side over seeds, paired tests.
 
 Imported lazily by the command line, so ``noah models`` does not pay for them.
 """

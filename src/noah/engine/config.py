@@ -28,14 +28,21 @@ import yaml
 
 from noah.data import BUILTIN_DATASETS, FORMATS, TASKS
 from noah.errors import ConfigError
-from noah.head import available_impls
+from noah.head import ATTENTIONS, MERGES, available_impls, head_options, variants
+from noah.head.csra import TEMPERATURES
 from noah.metrics import DISTANCES
 from noah.models import EMBEDDING_POOLS, HEAD_TYPES
 
-__all__ = ["TrainConfig", "add_config_arguments", "config_fields", "load_yaml_config", "MODEL_DEFINING_FIELDS"]
+__all__ = [
+    "TrainConfig", "add_config_arguments", "config_fields", "load_yaml_config", "MODEL_DEFINING_FIELDS",
+    "HEAD_OPTION_FIELDS",
+]
 
+#: the options of the head types (noah.head.head_options()); None leaves the head's default
+HEAD_OPTION_FIELDS = head_options()
 #: what makes a checkpoint's weights belong to a model; a resumed run must match these
-MODEL_DEFINING_FIELDS = ("model", "head", "num_heads", "key_ratio", "head_dropout", "output_stride", "embed_dim")
+MODEL_DEFINING_FIELDS = ("model", "head", "num_heads", "key_ratio", "head_dropout", "output_stride", "embed_dim",
+                         *HEAD_OPTION_FIELDS)
 
 Check = Callable[[Any], "str | None"]  # returns what the value should be, or None if it is fine
 
@@ -132,7 +139,8 @@ class TrainConfig:
                               check=_between(0, 1, True, True))
     # ---- model
     model: str = option("resnet18", "a paper model (`noah models`) or any timm model name", group="model")
-    head: str = option("noah", "NOAH head or the GAP+FC baseline", group="model", choices=HEAD_TYPES)
+    head: str = option("noah", "NOAH head, the GAP+FC baseline, or a comparison head: sa (self-attention, the "
+                       "paper's Table XI), csra (class-specific residual attention)", group="model", choices=HEAD_TYPES)
     num_heads: int | None = option(None, "NOAH's N (default: the paper's for the model)", group="model",
                                    check=_at_least(1))
     key_ratio: float | None = option(None, "NOAH's r (default: the paper's for the model)", group="model",
@@ -142,6 +150,25 @@ class TrainConfig:
     head_impl: str = option("fast", "NOAH head implementation (noah.head.available_impls()): fast, plain (the "
                             "reference formula), lean (memory-lean backward for many classes), ...", group="model",
                             choices=available_impls)
+    # ---- head options (noah.head.head_options(); None: the head's default; a head refuses options it has no use for)
+    head_split: bool | None = option(None, "NOAH's first-level split (--no-head-split: every block sees all key and "
+                                     "value channels; Table VII)", group="head")
+    kv_split: bool | None = option(None, "NOAH's second-level split (--no-kv-split: key and value embeddings both "
+                                   "see all channels; Table VII)", group="head")
+    attention: str | None = option(None, "NOAH's attention: softmax over positions (the standard), over classes "
+                                   "(Table VIII) or a sigmoid (Table X (c))", group="head", choices=ATTENTIONS)
+    merge: str | None = option(None, "how NOAH reduces each block's local POCA map over the positions: sum (the "
+                               "standard), avg or max (Table IX)", group="head", choices=MERGES)
+    variant: str | None = option(None, "POCA variant (a)-(f) of the paper's Table X (default: the standard block)",
+                                 group="head", choices=variants)
+    key_width: int | None = option(None, "M' of POCA variants a and b (default C, resp. C/N)", group="head",
+                                   check=_at_least(1))
+    sa_dim: int | None = option(None, "width d of the sa head's attention layer (default C/4)", group="head",
+                                check=_at_least(1))
+    csra_heads: int | None = option(None, "CSRA heads, each with CSRA's temperature (default 1)", group="head",
+                                    choices=tuple(TEMPERATURES))
+    csra_lambda: float | None = option(None, "CSRA's lambda, weight of its attention term (default 0.1)",
+                                       group="head", check=_between(0, math.inf, low_open=True))
     drop_path: float | None = option(None, "stochastic depth rate of the backbone", group="model",
                                      check=_between(0, 1, high_open=True))
     output_stride: int | None = option(None, "dilate the backbone's last stages for a larger final feature map",
@@ -377,7 +404,9 @@ def add_config_arguments(
             groups[group_name] = parser.add_argument_group(group_name)
         flags = [f"--{f.name.replace('_', '-')}", *f.metadata["aliases"]]
         shown = default_text or (list(f.default) if isinstance(f.default, tuple) else f.default)
-        help_text = f"{f.metadata['help']} (default: {shown})"
+        help_text = f.metadata["help"]
+        if "default" not in help_text:  # options whose help already says what None means
+            help_text += f" (default: {shown})"
         kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         tp, nargs = _flag_type(hints[f.name])
         if tp is bool:

@@ -12,7 +12,7 @@ import torch
 
 import noah
 from noah.engine.checkpoint import load_checkpoint, load_weights
-from noah.engine.config import TrainConfig
+from noah.engine.config import HEAD_OPTION_FIELDS, TrainConfig
 from noah.engine.rundir import RunDir
 from noah.errors import CheckpointError, ConfigError
 from noah.head import NOAHHead
@@ -54,10 +54,12 @@ def build_model(config: TrainConfig, num_classes: int) -> NOAHModel:
     Decided before anything is built: ``image_size`` goes to backbones that take ``img_size``
     (transformers and MLP-mixers) and is refused by fixed-size backbones that do not;
     ``output_stride`` and ``drop_path`` (as ``drop_path_rate``) are refused by backbones that do
-    not take them.
+    not take them. The head options (:data:`~noah.engine.config.HEAD_OPTION_FIELDS`) go to the
+    head; one the head type has no use for is a :class:`ConfigError`.
     """
     model = noah.create_model(config.model, num_classes=num_classes, head=config.head, num_heads=config.num_heads,
                               key_ratio=config.key_ratio, head_dropout=config.head_dropout, embed_dim=config.embed_dim,
+                              head_options={name: getattr(config, name) for name in HEAD_OPTION_FIELDS},
                               **_backbone_kwargs(config))
     if isinstance(model.head, NOAHHead):
         model.head.set_impl(config.head_impl)

@@ -5,7 +5,8 @@ SIGUSR1 (``sbatch --signal=USR1@120``) some time before they kill a job. While a
 :class:`StopSignals` block is active, such a signal only sets a flag; the training loop checks it
 after every optimizer step, writes a resumable checkpoint and ends with
 :class:`~noah.errors.RunInterrupted`. A second signal acts as it normally would (the process ends
-at once).
+at once). Blocks nest: a request received in an inner block (``noah train`` inside ``noah
+compare``) is a request to the enclosing blocks too, even if the inner one finished its work.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class StopSignals:
             signal.raise_signal(signum)
             return
         self.received = signum
+        outer = getattr(self._previous.get(signum), "__self__", None)
+        if isinstance(outer, StopSignals) and outer.received is None:
+            outer.received = signum
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():

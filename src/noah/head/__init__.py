@@ -33,10 +33,28 @@ compute the same numbers:
 
 Each module below registers what it defines when imported; a new implementation or kernel is a
 new module and one import line here.
+
+Other heads, by name (:mod:`~noah.head.catalog`: ``build_head``, the names ``create_model(head=...)``
+offers): ``"noah"``, the ``"gap"`` baseline, ``"sa"`` (:mod:`~noah.head.self_attention`, the
+paper's Table XI) and ``"csra"`` (:mod:`~noah.head.csra`); the ``"noah"`` head's ablation switches
+(:class:`NOAHHead`'s ``head_split``, ``kv_split``, ``attention``, ``merge``) and POCA variants
+(a)-(f) of Table X (``variant``: :mod:`~noah.head.reduced`, :mod:`~noah.head.shared`,
+:mod:`~noah.head.prelinear`; (c) and (d) are NOAHHead switches).
 """
 
 from noah.head.layout import split_channels
-from noah.head.module import NOAHHead, NOAHOutput
+from noah.head.module import ATTENTIONS, MERGES, NOAHHead, NOAHOutput
+from noah.head.catalog import (
+    HeadType,
+    POCAVariant,
+    build_head,
+    head_options,
+    head_type,
+    head_types,
+    register_head_type,
+    register_variant,
+    variants,
+)
 from noah.head.registry import (
     HeadImpl,
     LogitsKernel,
@@ -56,7 +74,15 @@ from noah.head import cpu_kernel  # noqa: F401  (kernel "cpu_fused")
 from noah.head import cpu_train  # noqa: F401  (kernel "cpu_train")
 from noah.head import triton_impl  # noqa: F401  (impl "triton", kernels "triton" and "triton_cuda")
 
+# head types and POCA variants register themselves on import too ("noah", "gap", (c), (d): catalog)
+from noah.head import reduced  # noqa: F401  (variants (a), (b))
+from noah.head import shared  # noqa: F401  (variant (e))
+from noah.head import prelinear  # noqa: F401  (variant (f))
+from noah.head import self_attention  # noqa: F401  (head "sa")
+from noah.head import csra  # noqa: F401  (head "csra")
+
 __all__ = [
     "NOAHHead", "NOAHOutput", "split_channels", "HeadImpl", "LogitsKernel", "available_impls", "get_impl",
-    "register_impl", "register_kernel",
+    "register_impl", "register_kernel", "ATTENTIONS", "MERGES", "HeadType", "POCAVariant", "build_head",
+    "head_options", "head_type", "head_types", "register_head_type", "register_variant", "variants",
 ]

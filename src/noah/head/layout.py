@@ -7,7 +7,9 @@
 * :class:`Projection` -- the ``query``/``value`` conv parameters as per-block matrices;
 * :func:`autocast_operands` -- those operands for a custom autograd function, autocast applied;
 * :func:`dropout_rate`, :func:`dropout_seed`, :func:`graph_mode`, :func:`dispatch_mode_active` --
-  the facts about a call that decide which path may run, and the seed of self-drawn masks.
+  the facts about a call that decide which path may run, and the seed of self-drawn masks;
+* :func:`check_feature_map` -- the one-line error every head gives for an input of the wrong shape;
+* :func:`init_projections` -- the official initialisation of POCA projections.
 
 Implementations get the head module itself and read its attributes (``num_heads``,
 ``num_classes``, ``head_split``, ``kv_split``, ``key_channels``, ``query``, ``value``,
@@ -20,13 +22,15 @@ import math
 from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 from torch.utils import _python_dispatch
 
-from noah.errors import ConfigError
+from noah.errors import ConfigError, ShapeError
 
 __all__ = [
     "LOG2E", "split_channels", "Projection", "projection", "channels_last_features", "block_inputs",
-    "autocast_operands", "dropout_rate", "dropout_seed", "graph_mode", "dispatch_mode_active",
+    "autocast_operands", "dropout_rate", "dropout_seed", "graph_mode", "dispatch_mode_active", "check_feature_map",
+    "init_projections",
 ]
 
 #: the paths that skip the max pass exponentiate base 2: keys are scaled by log2(e)
@@ -155,3 +159,25 @@ def dispatch_mode_active() -> bool:
     """True under a TorchDispatchMode (FlopCounterMode, FakeTensorMode, ...): such a mode has to
     see every op, which a compiled kernel would hide from it."""
     return bool(getattr(_python_dispatch, "is_in_torch_dispatch_mode", lambda: False)())
+
+
+def check_feature_map(x: torch.Tensor, in_channels: int, head: str) -> None:
+    """:class:`ShapeError` unless ``x`` is a ``(B, C, H, W)`` map with ``C == in_channels``;
+    ``head`` names the head in the message."""
+    if x.dim() != 4:
+        raise ShapeError(
+            f"{head} expects a feature map of shape (B, C, H, W) with C={in_channels}, "
+            f"got a {x.dim()}-d tensor of shape {tuple(x.shape)}"
+        )
+    if x.shape[1] != in_channels:
+        raise ShapeError(
+            f"{head} expects {in_channels} input channels (B, C, H, W), got {x.shape[1]} "
+            f"in a tensor of shape {tuple(x.shape)}"
+        )
+
+
+def init_projections(*convs: nn.Conv2d) -> None:
+    """The official initialisation of POCA projections: Kaiming-normal (fan_out) weights, zero biases."""
+    for conv in convs:
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(conv.bias)

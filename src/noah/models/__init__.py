@@ -2,6 +2,7 @@
 official-checkpoint loading and the saved-folder format; registers ``noah_*`` models with timm."""
 
 from noah.models.adapter import EMBEDDING_POOLS, HEAD_TYPES, NOAHModel
+from noah.models.cost import count_macs
 from noah.models.factory import DEFAULT_PRESET, count_parameters, create_model, get_paper_model, list_models
 from noah.models.folder import save_pretrained
 from noah.models.mobilenetv3 import MobileNetV3Small
@@ -13,7 +14,7 @@ from noah.models.zoo import PAPER_MODELS, PaperModel
 
 __all__ = [
     "EMBEDDING_POOLS",
-    "HEAD_TYPES", "NOAHModel", "DEFAULT_PRESET", "count_parameters", "create_model", "get_paper_model",
+    "HEAD_TYPES", "NOAHModel", "DEFAULT_PRESET", "count_macs", "count_parameters", "create_model", "get_paper_model",
     "list_models", "LoadReport", "load_official_checkpoint", "MobileNetV3Small", "PyramidVisionTransformer",
     "registered_names", "PAPER_MODELS", "PaperModel", "save_pretrained", "BACKBONE_SETTINGS", "BackboneFacts",
     "backbone_facts",

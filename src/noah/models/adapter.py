@@ -17,7 +17,7 @@ plain-formula twin (:class:`~noah.models.scripting.ScriptablePOCA`).
 import copy
 import math
 import re
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.fx
@@ -26,14 +26,15 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from noah.errors import ConfigError, ShapeError
-from noah.head import NOAHHead, NOAHOutput
+from noah.head import NOAHHead, NOAHOutput, build_head, head_types
 from noah.models.official import translate_official_keys
 from noah.models.scripting import ScriptablePOCA
 
 __all__ = ["NOAHModel", "HEAD_TYPES", "GLOBAL_POOLS", "EMBEDDING_POOLS", "FeatureMapLayout", "TokenPreLogits",
            "PositionEmbedding"]
 
-HEAD_TYPES = ("noah", "gap")
+#: the heads a model can have (noah.head's registered head types: noah, gap, sa, csra)
+HEAD_TYPES = head_types()
 #: how :meth:`NOAHModel.forward_embedding` pools the embedding map over positions
 EMBEDDING_POOLS = ("attention", "average")
 #: pooling of the pre-logits features (and of the GAP head); '' keeps the map
@@ -182,8 +183,10 @@ class NOAHModel(nn.Module):
             per-position layers of the original head (see ``use_backbone_head``).
         num_features: channels of the per-position features.
         num_classes: number of classes (0: no head, see above).
-        head: ``"noah"`` or ``"gap"``.
+        head: ``"noah"``, ``"gap"`` or another of :data:`HEAD_TYPES` (:func:`noah.head.build_head`).
         num_heads, key_ratio: the NOAH head's ``N`` and ``r`` (ignored for ``"gap"``).
+        head_options: the head type's own options (NOAH's ablation switches and ``variant``, ...;
+            :func:`noah.head.head_options`); ``None`` values mean the head's default.
         head_dropout: dropout on the value maps (NOAH) or before the linear layer (GAP).
         use_backbone_head: call ``backbone.forward_head(x, pre_logits=True)`` after
             ``forward_features`` -- this applies layers such as MobileNetV3's 1x1 conv head or
@@ -219,6 +222,7 @@ class NOAHModel(nn.Module):
         global_pool: str = "avg",
         pre_logits_size: int | None = None,
         embed_dim: int | None = None,
+        head_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if head not in HEAD_TYPES:
@@ -227,6 +231,7 @@ class NOAHModel(nn.Module):
             raise ConfigError(f"pre_logits_size must be a positive integer or None, got {pre_logits_size!r}")
         if embed_dim is not None and (not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim <= 0):
             raise ConfigError(f"embed_dim must be a positive integer or None, got {embed_dim!r}")
+        self.head_options = {k: v for k, v in (head_options or {}).items() if v is not None}
         self.backbone = backbone
         self.num_features = num_features
         self.head_hidden_size = embed_dim or pre_logits_size or num_features
@@ -271,15 +276,11 @@ class NOAHModel(nn.Module):
     def _make_head(self, num_classes: int) -> nn.Module:
         if num_classes == 0:
             return nn.Identity()
-        if self.head_type == "noah":
-            return NOAHHead(
-                self.head_hidden_size,
-                num_classes,
-                num_heads=self.num_heads,
-                key_ratio=self.key_ratio,
-                dropout=self.head_dropout,
-            )
-        return ClassifierHead(self.head_hidden_size, num_classes, pool_type=self.global_pool or "avg", drop_rate=self.head_dropout)
+        head = build_head(self.head_type, self.head_hidden_size, num_classes, num_heads=self.num_heads,
+                          key_ratio=self.key_ratio, dropout=self.head_dropout, **self.head_options)
+        if isinstance(head, ClassifierHead) and self.global_pool not in ("", "avg"):
+            head.reset(num_classes, pool_type=self.global_pool)  # timm's global_pool pools the GAP head too
+        return head
 
     @torch.jit.ignore
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
@@ -436,6 +437,9 @@ class NOAHModel(nn.Module):
         plain-formula twin (same parameters, same numbers; the fast paths do not script)."""
         if not isinstance(self.head, NOAHHead):
             return self
+        if not self.head.is_standard:
+            raise ConfigError("TorchScript covers the standard NOAH head only; this head has ablation switches "
+                              f"{self.head_options} (export it to ONNX instead)")
         twin = copy.copy(self)
         twin._modules = dict(self._modules)
         twin._modules["head"] = ScriptablePOCA(self.head)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import timm
 from timm.models import FeatureGraphNet, FeatureHookNet
@@ -122,7 +122,7 @@ def _from_folder(folder: str, name: str | None, options: dict[str, Any], kwargs:
     if name is not None and name.removeprefix("noah_") != architecture.removeprefix("noah_"):
         raise ConfigError(f"{folder} holds a {architecture} model, not {name}")
     args = dict(config.get("model_args", {}))
-    for key in ("head", *_HEAD_OPTIONS, "pre_logits_size", "embed_dim"):
+    for key in ("head", *_HEAD_OPTIONS, "pre_logits_size", "embed_dim", "head_options"):
         if options.get(key) is None and key in args:
             options[key] = args[key]
         args.pop(key, None)
@@ -146,9 +146,11 @@ def create_model(
     global_pool: str | None = None,
     pre_logits_size: int | None = None,
     embed_dim: int | None = None,
+    head_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build ``name`` with a NOAH (``head="noah"``, default) or GAP + linear (``head="gap"``) head.
+    """Build ``name`` with a NOAH (``head="noah"``, default), GAP + linear (``head="gap"``) or
+    another head of :data:`HEAD_TYPES` (``"sa"``, ``"csra"``).
 
     ``name`` is one of the paper's models (``noah.list_models()``, optionally prefixed
     ``noah_``) or any timm model name. The paper's ``(N, r, dropout)`` are the defaults for its
@@ -170,7 +172,9 @@ def create_model(
     are pooled (``""``: not at all), ``pre_logits_size`` adds the official narrow-DeiT layer,
     ``embed_dim`` a per-position linear embedding before the head (re-ID's 512-d feature, see
     :meth:`NOAHModel.forward_embedding`).
-    Remaining ``kwargs`` go to the backbone's constructor (e.g. ``drop_path_rate``, ``img_size``).
+    ``head_options`` are the head type's own options (e.g. ``{"kv_split": False}``,
+    ``{"variant": "d"}``; :func:`noah.head.head_options`). Remaining ``kwargs`` go to the backbone's
+    constructor (e.g. ``drop_path_rate``, ``img_size``).
 
     The model maps ``(B, 3, H, W)`` images to ``(B, num_classes)`` logits.
     """
@@ -178,7 +182,7 @@ def create_model(
     features_only = kwargs.pop("features_only", False)
     options: dict[str, Any] = dict(
         head=head, num_heads=num_heads, key_ratio=key_ratio, head_dropout=head_dropout, num_classes=num_classes,
-        global_pool=global_pool, pre_logits_size=pre_logits_size, embed_dim=embed_dim,
+        global_pool=global_pool, pre_logits_size=pre_logits_size, embed_dim=embed_dim, head_options=head_options,
     )
     folder_config: dict[str, Any] | None = None
     if isinstance(pretrained, (str, os.PathLike)) and os.path.isdir(pretrained):
@@ -220,6 +224,7 @@ def create_model(
         global_pool="avg" if options["global_pool"] is None else options["global_pool"],
         pre_logits_size=options["pre_logits_size"],
         embed_dim=options["embed_dim"],
+        head_options=options["head_options"],
         **preset,
     )
     model.backbone_args = dict(kwargs)  # what rebuilds the backbone (saved with the model)

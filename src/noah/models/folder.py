@@ -118,6 +118,8 @@ def model_config(
         model_args["pre_logits_size"] = model.pre_logits_size
     if model.embed_dim:
         model_args["embed_dim"] = model.embed_dim
+    if model.head_options:
+        model_args["head_options"] = dict(model.head_options)  # ablation switches, variant, ...
     model_args.update({k: v for k, v in getattr(model, "backbone_args", {}).items() if k not in _TRAINING_ARGS})
     config = {
         "architecture": architecture,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-import torch
 from timm.models import generate_default_cfgs, load_pretrained, register_model
 from timm.models._builder import resolve_pretrained_cfg
 
