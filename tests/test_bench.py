@@ -143,3 +143,16 @@ def test_bad_input_is_a_one_line_error(argv, message, capsys):
     assert main(["benchmark", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and err.startswith("noah benchmark: error:")
+
+
+def test_training_under_bf16_autocast(tmp_path):
+    code = main(["benchmark", "--train", "--amp", "bf16", "--models", "resnet18", "--img-size", "32", "--batch-size", "2",
+                 "--num-classes", "5", "--warmup", "0", "--repeats", "1", "--output", str(tmp_path)])
+    assert code == 0
+    (row,) = read_csv(tmp_path / "train.csv")
+    assert float(row["step_noah_ms"]) > 0 and "bf16 autocast" in (tmp_path / "train.md").read_text()
+
+
+def test_amp_outside_whole_model_training_is_refused(capsys):
+    assert main(["benchmark", "--head-only", "--amp", "bf16"]) == 2
+    assert "--amp applies to whole-model training timings" in capsys.readouterr().err

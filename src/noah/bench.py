@@ -30,6 +30,7 @@ Three modes, each printing a table and (with ``--output DIR``) writing CSV and M
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -46,6 +47,7 @@ import torch
 from noah.errors import ConfigError
 from noah.head.cpu_kernel import fused_available, fused_status, kernel_disabled
 from noah.head.cpu_train import train_available
+from noah.head.triton_impl import triton_disabled
 from noah.models.cost import count_macs
 from noah.tables import cpu_name as _cpu_name
 from noah.tables import emit_table as _emit
@@ -122,6 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head-batches", default="1,32", help="batch sizes for --head-only (default 1,32)")
     parser.add_argument("--impls", default="plain,fast,lean", help="implementations for --memory (default plain,fast,lean)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default="none",
+                        help="--train (whole models): run forward and loss under autocast in this dtype (default none)")
     parser.add_argument("--img-size", type=int, default=None, help="input side for model runs (default: each model's)")
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
@@ -271,21 +275,33 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sgd_step(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
-    """One training step of ``model``: forward, cross-entropy, backward, SGD (momentum) update."""
+#: --amp: the autocast dtype of a training step (None: float32 throughout)
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sgd_step(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor,
+              amp: torch.dtype | None = None) -> Callable[[], None]:
+    """One training step of ``model``: forward, cross-entropy (under autocast in ``amp``, with
+    loss scaling for float16), backward, SGD (momentum) update."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    device = images.device.type
+    scaler = torch.amp.GradScaler(device, enabled=amp == torch.float16)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(images), target).backward()
-        optimizer.step()
+        with torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = torch.nn.functional.cross_entropy(model(images), target)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     return step
 
 
-def _without_kernel_step(step: Callable[[], None]) -> Callable[[], None]:
+def _without_kernels_step(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` with the head on its PyTorch path: no compiled CPU kernel, no Triton kernel."""
     def run() -> None:
-        with kernel_disabled():
+        with kernel_disabled(), triton_disabled():
             step()
 
     return run
@@ -307,10 +323,10 @@ def _benchmark_training(name: str, args: argparse.Namespace, device: torch.devic
     torch.manual_seed(1)
     images = torch.randn(args.batch_size, 3, size, size, device=device)
     target = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
-    runs = {head: _sgd_step(model, images, target) for head, model in models.items()}
-    with_kernel = device.type == "cpu" and train_available()
+    runs = {head: _sgd_step(model, images, target, AMP_DTYPES[args.amp]) for head, model in models.items()}
+    with_kernel = _kernel_for_training(device)
     if with_kernel:
-        runs["noah_torch"] = _without_kernel_step(runs["noah"])
+        runs["noah_torch"] = _without_kernels_step(runs["noah"])
     with _threads(args.threads):
         t = time_interleaved(runs, args.warmup, args.repeats, device)
     row: dict[str, Any] = {
@@ -324,15 +340,25 @@ def _benchmark_training(name: str, args: argparse.Namespace, device: torch.devic
     return row
 
 
+def _kernel_for_training(device: torch.device) -> bool:
+    """Whether NOAH's default training path on ``device`` is a kernel (compiled CPU or Triton)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8 and importlib.util.find_spec("triton") is not None
+    return train_available()
+
+
 def _run_training(args: argparse.Namespace) -> int:
     device = _device(args.device)
     rows = _per_model(args, device, _benchmark_training)
+    kernel = "the Triton kernels" if device.type == "cuda" else "the compiled kernel"
+    amp = "" if args.amp == "none" else f", forward and loss under {args.amp} autocast"
     notes = [
         _environment(device, args.threads) + f"; fused CPU training kernel: {_train_status()}",
-        f"one training step = forward + cross-entropy + backward + SGD step, train mode (the paper's head dropout), "
-        f"batch {args.batch_size}, random {args.num_classes}-class data; medians of {args.repeats} interleaved steps "
-        f"after {args.warmup} warm-up steps; overhead = NOAH step / GAP step - 1"
-        + ("; noah_torch: the NOAH model with the compiled kernel disabled (PyTorch autograd head)" if device.type == "cpu" and train_available() else ""),
+        f"one training step = forward + cross-entropy + backward + SGD step{amp}, train mode (the paper's head "
+        f"dropout), batch {args.batch_size}, random {args.num_classes}-class data; medians of {args.repeats} "
+        f"interleaved steps after {args.warmup} warm-up steps; overhead = NOAH step / GAP step - 1"
+        + (f"; noah_torch: the NOAH model with {kernel} disabled (PyTorch autograd head)"
+           if _kernel_for_training(device) else ""),
     ]
     _emit(rows, "NOAH vs GAP baseline, training", "train", args.output, notes)
     return 0
@@ -465,7 +491,7 @@ def _run_head_training(args: argparse.Namespace) -> int:
 
             runs = {"floor": floor, "fast": _head_step(heads["fast"], x, grad)}
             if with_kernel:
-                runs["fast_torch"] = _without_kernel_step(runs["fast"])
+                runs["fast_torch"] = _without_kernels_step(runs["fast"])
             runs.update({k: _head_step(heads[k], x, grad) for k in ("plain", "lean")})
             with _threads(args.threads):
                 error = _gradient_error(heads, x, grad)
@@ -690,6 +716,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be {'non-negative' if name == 'warmup' else 'positive'}, got {value}")
     if args.threads is not None and args.threads <= 0:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
+    if args.amp != "none" and not (args.train and not args.head_only and not args.memory):
+        raise ConfigError("--amp applies to whole-model training timings (--train without --head-only/--memory)")
     if args.train:
         if args.head_only:
             return _run_head_training(args)
