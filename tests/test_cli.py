@@ -22,6 +22,13 @@ def test_info_describes_a_model(capsys):
     assert main(["info", "resnet18", "--num-classes", "10", "--img-size", "64"]) == 0
     out = capsys.readouterr().out
     assert "(B, 512, 2, 2) at 64x64 input" in out and "num_heads=4" in out and "paper" in out
+    assert "CPU kernel" in out and "CPU training" in out and "GPU kernels" in out
+
+
+def test_info_says_why_the_triton_kernels_are_not_used(capsys, monkeypatch):
+    monkeypatch.setenv("NOAH_DISABLE_TRITON", "1")
+    assert main(["info", "test_resnet", "--num-classes", "3", "--img-size", "32"]) == 0
+    assert "GPU kernels  disabled (NOAH_DISABLE_TRITON" in capsys.readouterr().out
 
 
 def test_unknown_model_is_one_line_and_exit_2():

@@ -11,7 +11,7 @@ import torch
 
 import noah
 from noah.engine.config import TrainConfig
-from noah.engine.model import build_model, load_pretrained, load_run, state_dict_mismatch
+from noah.engine.model import build_model, head_impl_problem, load_pretrained, load_run, state_dict_mismatch
 from noah.engine.recipes import resolve_config
 from noah.engine.rundir import RunDir
 from noah.errors import CheckpointError, ConfigError
@@ -127,3 +127,22 @@ def test_weights_that_do_not_fit_are_named_by_key() -> None:
     problem = state_dict_mismatch(small, other)
     assert "shape mismatch: head.query.weight (checkpoint (20, 12, 1, 1), model (12, 12, 1, 1))" in problem
     assert state_dict_mismatch(small, small.state_dict()) == ""
+
+
+def test_a_triton_head_where_triton_cannot_run(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Training refuses --head-impl triton up front; a run trained with it evaluates with 'fast'."""
+    import noah.head.triton_impl as triton_impl
+    from noah.cli import main
+
+    monkeypatch.setattr(triton_impl, "unavailable_reason", lambda x: f"no Triton for {x.device.type} here")
+    model = build_model(resolve_config("demo", None, {"head_impl": "triton"}), num_classes=10)
+    assert head_impl_problem(model, "cpu") == "no Triton for cpu here"
+    assert head_impl_problem(build_model(resolve_config(), num_classes=10), "cpu") is None
+    code = main(["train", "--head-impl", "triton", "--data-size", "10", "2", "--epochs", "1", "--quiet",
+                 "--output", str(tmp_path / "refused")])
+    assert code == 2 and "--head-impl triton: no Triton for cpu here" in capsys.readouterr().err
+    assert not (tmp_path / "refused" / RunDir.WEIGHTS).exists()
+    config = dataclasses.replace(resolve_config(), data_size=(4, 2), head_impl="triton")
+    _write_run(tmp_path / "trained", config, seed=1)
+    loaded, _ = load_run(str(tmp_path / "trained"))
+    assert loaded.head.impl == "fast"

@@ -66,6 +66,20 @@ def build_model(config: TrainConfig, num_classes: int) -> NOAHModel:
     return model
 
 
+def head_impl_problem(model: torch.nn.Module, device: torch.device | str) -> str | None:
+    """Why ``model``'s NOAH head implementation cannot run on ``device`` (one line), or ``None``.
+
+    Only ``"triton"`` is tied to a device (CUDA, or CPU under Triton's interpreter); the others run
+    everywhere.
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, NOAHHead) or head.impl != "triton":
+        return None
+    from noah.head.triton_impl import unavailable_reason  # imports Triton only when it is asked for
+
+    return unavailable_reason(torch.empty(0, device=device))
+
+
 def load_pretrained(model: NOAHModel, path: str) -> str:
     """Load an official NOAH checkpoint or a plain backbone state dict from a local file.
 
@@ -150,6 +164,8 @@ def load_run(
         raise ConfigError("give a run folder (--run DIR) or a training checkpoint (--checkpoint FILE)")
     info = RunInfo(config, task, class_names, weights)
     model = build_model(config, info.num_classes)
+    if head_impl_problem(model, device) is not None:
+        model.head.set_impl("fast")  # same numbers; a run trained with "triton" on a GPU evaluates anywhere
     state_dict = load_weights(weights)
     problem = state_dict_mismatch(model, state_dict)
     if problem:

@@ -38,7 +38,7 @@ from noah.engine.distributed import (
 )
 from noah.engine.evaluate import Validation, format_metrics
 from noah.engine.loaders import TrainLoader
-from noah.engine.model import build_model, load_pretrained, state_dict_mismatch
+from noah.engine.model import build_model, head_impl_problem, load_pretrained, state_dict_mismatch
 from noah.engine.optim import build_criterion, build_optimizer_and_scheduler
 from noah.engine.precision import autocast_factory
 from noah.engine.preemption import StopSignals
@@ -324,6 +324,9 @@ def _train_in(run_dir: RunDir, config: TrainConfig, env: DistEnv, resume_path: s
     train_set = build_dataset(config, info, "train", build_transform(config, data_cfg, True))
     validation = Validation(config, info, data_cfg, env)
 
+    problem = head_impl_problem(model, env.device)
+    if problem is not None:
+        raise ConfigError(f"--head-impl {config.head_impl}: {problem}")
     model.to(env.device)
     if config.sync_bn and env.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

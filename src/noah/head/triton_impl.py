@@ -45,7 +45,8 @@ from noah.head.layout import autocast_operands, dispatch_mode_active, dropout_ra
 from noah.head.registry import Call, LogitsKernel, register_impl, register_kernel
 
 __all__ = [
-    "TritonImpl", "TritonPOCA", "triton_logits", "triton_available", "triton_disabled", "unavailable_reason",
+    "TritonImpl", "TritonPOCA", "triton_logits", "triton_available", "triton_disabled", "triton_status",
+    "unavailable_reason",
     "choose_tiles",
 ]
 
@@ -85,6 +86,19 @@ def _enabled_for_fast() -> bool:
 def _gpu_supported(index: int) -> bool:
     """The default path's GPUs: NVIDIA (not ROCm) with compute capability 8.0 or newer."""
     return torch.version.hip is None and torch.cuda.get_device_capability(index) >= (8, 0)
+
+
+def triton_status() -> str:
+    """One line saying whether ``"fast"`` uses the Triton kernels on this machine's GPU, and if not, why."""
+    if not triton_available():
+        return "not installed (the triton package); CUDA heads use PyTorch ops"
+    if not _enabled_for_fast():
+        return "disabled (NOAH_DISABLE_TRITON or triton_disabled()); CUDA heads use PyTorch ops"
+    if not torch.cuda.is_available():
+        return "available, no CUDA GPU here (impl 'triton' runs on CPU only under TRITON_INTERPRET=1)"
+    if not _gpu_supported(torch.cuda.current_device()):
+        return f"not used on {torch.cuda.get_device_name()} (needs NVIDIA compute capability 8.0+); PyTorch ops"
+    return f"in use on {torch.cuda.get_device_name()} for float32/bfloat16/float16 heads"
 
 
 def unavailable_reason(x: torch.Tensor) -> str | None:
