@@ -512,8 +512,8 @@ def compare(base: TrainConfig, models: list[str], heads: list[str], seeds: int,
         notes = [
             f"Command: `{command}`" if command else "",
             f"Machine: {cpu_name()}, {_cores()} cores, torch {torch.__version__}, {jobs} run(s) at a time; "
-            f"load average (1 min) {load_before} before, {_load()} after; wall time {minutes:.1f} min for "
-            f"{trained} of the {len(runs)} runs (the others were reused).",
+            f"load average (1 min) {load_before} before, {_load()} after; wall time {minutes:.1f} min, "
+            f"{trained} of the {len(runs)} runs trained" + ("." if trained == len(runs) else ", the others reused."),
             f"{metric}: final epoch, mean ± sample std over seeds {base.seed}..{base.seed + seeds - 1}; gain: over the "
             "model's first row; p: two-sided paired t-test over the seeds both finished; wins: seeds where the row "
             "beat the first row; MACs at the input size, batch 1.",
