@@ -64,8 +64,11 @@ def test_plan_gives_each_head_only_the_settings_it_uses(tmp_path):
 
 
 def test_plan_refuses_options_no_head_has(tmp_path):
-    arms, _ = plan_runs(_base(), ["test_resnet"], ["noah"], parse_settings(["merge=none,max,none"]), 1, tmp_path)
+    arms, runs = plan_runs(_base(), ["test_resnet"], ["noah"], parse_settings(["merge=none,max,none"]), 1, tmp_path)
     assert [a.label for a in arms] == ["noah merge=none", "noah merge=max"]
+    # the default's runs are those of a comparison without --set, so they are reused between the two
+    _, plain_runs = plan_runs(_base(), ["test_resnet"], ["noah"], [], 1, tmp_path)
+    assert runs[0].folder == plain_runs[0].folder and runs[1].folder != plain_runs[0].folder
     with pytest.raises(ConfigError, match=r"--set csra_heads: none of the heads gap, noah has that option"):
         plan_runs(_base(), ["test_resnet"], ["gap", "noah"], parse_settings(["csra_heads=1,4"]), 1, tmp_path)
     with pytest.raises(ConfigError, match=r"--attention: none of the heads gap has that option"):

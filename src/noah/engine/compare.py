@@ -179,7 +179,9 @@ def run_identity(config: TrainConfig) -> str:
 
 
 def _slug(arm: Arm) -> str:
-    parts = [arm.model, arm.head, *(f"{k}={_show(v)}" for k, v in arm.settings)]
+    # a setting at its default (None) is left out of the name, so that `--set x=none,...` finds the
+    # runs of a comparison without --set (the hash still tells every configuration apart)
+    parts = [arm.model, arm.head, *(f"{k}={_show(v)}" for k, v in arm.settings if v is not None)]
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", "-".join(parts))
 
 
