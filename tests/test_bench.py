@@ -151,6 +151,7 @@ def test_training_under_bf16_autocast(tmp_path):
     assert code == 0
     (row,) = read_csv(tmp_path / "train.csv")
     assert float(row["step_noah_ms"]) > 0 and "bf16 autocast" in (tmp_path / "train.md").read_text()
+    assert "step_noah_torch_ms" not in row  # the compiled kernel is float32 only: no kernel to switch off
 
 
 def test_amp_outside_whole_model_training_is_refused(capsys):

@@ -324,7 +324,7 @@ def _benchmark_training(name: str, args: argparse.Namespace, device: torch.devic
     images = torch.randn(args.batch_size, 3, size, size, device=device)
     target = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
     runs = {head: _sgd_step(model, images, target, AMP_DTYPES[args.amp]) for head, model in models.items()}
-    with_kernel = _kernel_for_training(device)
+    with_kernel = _kernel_for_training(device, args.amp)
     if with_kernel:
         runs["noah_torch"] = _without_kernels_step(runs["noah"])
     with _threads(args.threads):
@@ -340,11 +340,12 @@ def _benchmark_training(name: str, args: argparse.Namespace, device: torch.devic
     return row
 
 
-def _kernel_for_training(device: torch.device) -> bool:
-    """Whether NOAH's default training path on ``device`` is a kernel (compiled CPU or Triton)."""
+def _kernel_for_training(device: torch.device, amp: str = "none") -> bool:
+    """Whether NOAH's default training path on ``device`` is a kernel (compiled CPU or Triton);
+    the compiled CPU kernel is float32 only, so not under autocast."""
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device)[0] >= 8 and importlib.util.find_spec("triton") is not None
-    return train_available()
+    return train_available() and amp == "none"
 
 
 def _run_training(args: argparse.Namespace) -> int:
@@ -358,7 +359,7 @@ def _run_training(args: argparse.Namespace) -> int:
         f"dropout), batch {args.batch_size}, random {args.num_classes}-class data; medians of {args.repeats} "
         f"interleaved steps after {args.warmup} warm-up steps; overhead = NOAH step / GAP step - 1"
         + (f"; noah_torch: the NOAH model with {kernel} disabled (PyTorch autograd head)"
-           if _kernel_for_training(device) else ""),
+           if _kernel_for_training(device, args.amp) else ""),
     ]
     _emit(rows, "NOAH vs GAP baseline, training", "train", args.output, notes)
     return 0
