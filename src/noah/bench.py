@@ -2,7 +2,7 @@
 
 Three modes, each printing a table and (with ``--output DIR``) writing CSV and Markdown:
 
-* default -- for the paper's models (``--models a,b``; all 25 by default) build the GAP baseline
+* default -- for the paper's models (``--models a,b``; all 26 of `noah models` by default) build the GAP baseline
   and the NOAH model and measure parameters, multiply-adds (torch's FLOP counter, MACs =
   FLOPs / 2, at batch 1), single-thread batch-1 latency and throughput at ``--batch-size`` on
   ``--device``, with the NOAH/baseline overhead. Baseline and NOAH runs alternate inside each
@@ -116,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", action="store_true",
                         help="training instead of inference: whole-model SGD steps, with --head-only the head's "
                              "forward + backward against the training floor, with --memory whole-model peak memory")
-    parser.add_argument("--models", default=None, help="comma-separated model names (default: the paper's 25)")
+    parser.add_argument("--models", default=None, help="comma-separated model names (default: the 26 of `noah models`)")
     parser.add_argument("--shapes", nargs="+", default=None, metavar="C,M,N,r,H,W",
                         help=f"head shapes for --head-only / --memory (default {' '.join(DEFAULT_SHAPES)} / {DEFAULT_MEMORY_SHAPE})")
     parser.add_argument("--batch-size", type=int, default=None,
