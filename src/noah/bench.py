@@ -30,7 +30,6 @@ Three modes, each printing a table and (with ``--output DIR``) writing CSV and M
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -46,8 +45,8 @@ import torch
 
 from noah.errors import ConfigError
 from noah.head.cpu_kernel import fused_available, fused_status, kernel_disabled
-from noah.head.cpu_train import train_available
-from noah.head.triton_impl import triton_disabled
+from noah.head.cpu_train import train_available, train_status
+from noah.head.triton_impl import fast_uses_triton, triton_disabled
 from noah.models.cost import count_macs
 from noah.tables import cpu_name as _cpu_name
 from noah.tables import emit_table as _emit
@@ -195,12 +194,6 @@ def _environment(device: torch.device, threads: int | None) -> str:
     )
 
 
-def _train_status() -> str:
-    if train_available():
-        return "in use"
-    return "not in use (" + fused_status().split(";")[0] + "); training runs the PyTorch autograd path"
-
-
 # -- whole models -----------------------------------------------------------------------------
 
 
@@ -344,7 +337,7 @@ def _kernel_for_training(device: torch.device, amp: str = "none") -> bool:
     """Whether NOAH's default training path on ``device`` is a kernel (compiled CPU or Triton);
     the compiled CPU kernel is float32 only, so not under autocast."""
     if device.type == "cuda":
-        return torch.cuda.get_device_capability(device)[0] >= 8 and importlib.util.find_spec("triton") is not None
+        return fast_uses_triton(device)
     return train_available() and amp == "none"
 
 
@@ -354,7 +347,7 @@ def _run_training(args: argparse.Namespace) -> int:
     kernel = "the Triton kernels" if device.type == "cuda" else "the compiled kernel"
     amp = "" if args.amp == "none" else f", forward and loss under {args.amp} autocast"
     notes = [
-        _environment(device, args.threads) + f"; fused CPU training kernel: {_train_status()}",
+        _environment(device, args.threads) + f"; fused CPU training kernel: {train_status()}",
         f"one training step = forward + cross-entropy + backward + SGD step{amp}, train mode (the paper's head "
         f"dropout), batch {args.batch_size}, random {args.num_classes}-class data; medians of {args.repeats} "
         f"interleaved steps after {args.warmup} warm-up steps; overhead = NOAH step / GAP step - 1"
@@ -503,7 +496,7 @@ def _run_head_training(args: argparse.Namespace) -> int:
             row["grad_rel_err"] = error
             rows.append(row)
     notes = [
-        _environment(device, args.threads) + f"; fused CPU training kernel: {_train_status()}",
+        _environment(device, args.threads) + f"; fused CPU training kernel: {train_status()}",
         "floor: the three dense matmuls of a linear layer with the same multiply-adds, forward + backward "
         "((B*L, C) @ (C, M), dY @ W^T, X^T @ dY); the heads: forward + backward for a given dlogits, train mode, "
         "no dropout"
@@ -698,7 +691,7 @@ def _run_training_memory(args: argparse.Namespace) -> int:
         row.setdefault("status", "ok")
         rows.append(row)
     notes = [
-        _environment(device, args.threads) + f"; fused CPU training kernel: {_train_status()}",
+        _environment(device, args.threads) + f"; fused CPU training kernel: {train_status()}",
         f"one training step (forward + cross-entropy + backward + SGD step, train mode, batch {args.batch_size}) in a "
         "fresh process after a first step that allocated gradients and optimizer state; peak_*_MiB = growth of peak "
         "RSS (VmHWM) over the step; head_saved_*_MiB = tensors the head saves for backward (not parameters)"

@@ -8,7 +8,7 @@ import torch
 
 from noah.head import NOAHHead
 from noah.head.cpu_kernel import fused_status
-from noah.head.cpu_train import train_available
+from noah.head.cpu_train import train_status
 from noah.head.triton_impl import triton_status
 from noah.models import HEAD_TYPES, count_parameters, create_model, get_paper_model
 
@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if isinstance(model.head, NOAHHead):
         lines.append(("CPU kernel", fused_status()))
-        lines.append(("CPU training", "compiled forward + backward (float32)" if train_available()
-                      else "PyTorch autograd (the compiled training kernel is not in use)"))
+        lines.append(("CPU training kernel", train_status()))
         lines.append(("GPU kernels", triton_status()))
     if paper:
         lines.append(("paper", f"params {paper.params[0]} / {paper.params[1]} M, top-1 {paper.top1[0]} / {paper.top1[1]} %"))

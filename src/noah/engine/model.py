@@ -16,6 +16,7 @@ from noah.engine.config import HEAD_OPTION_FIELDS, TrainConfig
 from noah.engine.rundir import RunDir
 from noah.errors import CheckpointError, ConfigError
 from noah.head import NOAHHead
+from noah.head import triton_impl
 from noah.models import NOAHModel, backbone_facts, load_official_checkpoint
 
 __all__ = ["build_model", "load_pretrained", "RunInfo", "load_run", "state_dict_mismatch"]
@@ -75,9 +76,7 @@ def head_impl_problem(model: torch.nn.Module, device: torch.device | str) -> str
     head = getattr(model, "head", None)
     if not isinstance(head, NOAHHead) or head.impl != "triton":
         return None
-    from noah.head.triton_impl import unavailable_reason  # imports Triton only when it is asked for
-
-    return unavailable_reason(torch.empty(0, device=device))
+    return triton_impl.unavailable_reason(torch.empty(0, device=device))
 
 
 def load_pretrained(model: NOAHModel, path: str) -> str:

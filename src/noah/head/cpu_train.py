@@ -30,11 +30,11 @@ from typing import Any, NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from noah.head.cpu_kernel import _poca, feature_rows, fused_available, threads_for
+from noah.head.cpu_kernel import _poca, feature_rows, fused_available, fused_status, threads_for
 from noah.head.layout import LOG2E, dispatch_mode_active, dropout_rate
 from noah.head.registry import Call, LogitsKernel, register_kernel
 
-__all__ = ["FusedTrainPOCA", "Layout", "train_available", "fused_train_logits", "dropout_threshold"]
+__all__ = ["FusedTrainPOCA", "Layout", "train_available", "train_status", "fused_train_logits", "dropout_threshold"]
 
 
 class Layout(NamedTuple):
@@ -56,6 +56,13 @@ GROUP = 4
 def train_available() -> bool:
     """True when the compiled training kernel is built, runs on this CPU and is not disabled."""
     return fused_available() and hasattr(_poca, "train_forward")
+
+
+def train_status() -> str:
+    """One line saying whether float32 CPU training uses the compiled kernel, and if not, why."""
+    if train_available():
+        return "in use"
+    return "not in use (" + fused_status().split(";")[0] + "); training runs the PyTorch autograd path"
 
 
 def dropout_threshold(p: float) -> tuple[int, float]:

@@ -46,6 +46,7 @@ from noah.head.registry import Call, LogitsKernel, register_impl, register_kerne
 
 __all__ = [
     "TritonImpl", "TritonPOCA", "triton_logits", "triton_available", "triton_disabled", "triton_status",
+    "fast_uses_triton",
     "unavailable_reason",
     "choose_tiles",
 ]
@@ -126,16 +127,20 @@ def _dtypes_fit(head: Any, x: torch.Tensor, floats: tuple[torch.dtype, ...]) -> 
     return len(dtypes) == 1 and x.dtype in floats
 
 
-def _applies_to_fast(head: Any, x: torch.Tensor, call: Call) -> bool:
-    """The ``"fast"`` implementation's use of the kernels: CUDA tensors only (see the module doc)."""
+def fast_uses_triton(device: torch.device) -> bool:
+    """Whether the ``"fast"`` implementation hands floating-point heads on ``device`` to the Triton
+    kernels (CUDA, Triton installed and not disabled, NVIDIA compute capability 8.0+)."""
     return (
-        x.device.type == "cuda"
+        device.type == "cuda"
         and triton_available()
         and _enabled_for_fast()
-        and _gpu_supported(x.device.index if x.device.index is not None else torch.cuda.current_device())
-        and _dtypes_fit(head, x, _FLOATS)
-        and not dispatch_mode_active()
+        and _gpu_supported(device.index if device.index is not None else torch.cuda.current_device())
     )
+
+
+def _applies_to_fast(head: Any, x: torch.Tensor, call: Call) -> bool:
+    """The ``"fast"`` implementation's use of the kernels: CUDA tensors only (see the module doc)."""
+    return fast_uses_triton(x.device) and _dtypes_fit(head, x, _FLOATS) and not dispatch_mode_active()
 
 
 def _applies_to_triton(head: Any, x: torch.Tensor, call: Call) -> bool:
