@@ -31,7 +31,9 @@
 #include "train.h"
 
 #define ROUND_UP(a, b) (((a) + (b) - 1) / (b) * (b))
-#define GROUP_MAX 8 /* panels per backward work item */
+#define GROUP_MAX 8     /* panels per backward work item */
+#define FORWARD_GROUP 4 /* panels per forward work item: an image's features are read once for them */
+#define IMAGE_BLOCK 2   /* images per matmul: longer inner loops for the weight gradients */
 
 /* The packed layout: `slices` x images x positions x `row` floats, value columns from `vo`. */
 typedef struct {
@@ -71,6 +73,7 @@ typedef struct {
     const float *wk, *wv, *bv; /* (heads*classes, ck), (heads*classes, cv), (heads*classes,) */
     Py_ssize_t images, length, classes, panels, heads, ck, cv;
     Py_ssize_t group, items; /* panels per work item, work items */
+    Py_ssize_t image_block;  /* images per matmul */
     float key_scale, keep_scale;
     uint32_t threshold; /* dropout: keep where hash >> 8 >= threshold; 0: no dropout */
     uint64_t seed;
@@ -212,8 +215,8 @@ static Buffers buffers_of(const TrainJob *job, int t) {
     p.wkp = job->scratch + t * job->scratch_stride;
     p.wvp = p.wkp + g * job->ck * NOAH_NR;
     p.kbuf = p.wvp + g * job->cv * NOAH_NR;
-    p.vbuf = p.kbuf + job->length * p.ld;
-    p.wkn = p.vbuf + job->length * p.ld;
+    p.vbuf = p.kbuf + job->image_block * job->length * p.ld;
+    p.wkn = p.vbuf + job->image_block * job->length * p.ld;
     p.wvn = p.wkn + p.ld * ROUND_UP(job->ck, 8);
     p.acck = p.wvn + p.ld * ROUND_UP(job->cv, 8);
     p.accv = p.acck + g * job->ck * NOAH_NR;
@@ -229,10 +232,10 @@ static void pack_natural(const float *w, Py_ssize_t width, Py_ssize_t c, Py_ssiz
 
 /* Keys (key_scale units) and values (no bias) of an image's positions for panel i of the group:
  * columns [16i, 16i + 16) of kbuf/vbuf. */
-AVX2 static void keys_values(const TrainJob *job, const float *xb, const Buffers *p, Py_ssize_t i) {
-    matmul(job->length, NOAH_NR, xb, job->pk.row, 1, p->wkp + i * job->ck * NOAH_NR, NOAH_NR, job->ck, p->kbuf + i * NOAH_NR,
+AVX2 static void keys_values(const TrainJob *job, const float *xb, const Buffers *p, Py_ssize_t i, Py_ssize_t rows) {
+    matmul(rows, NOAH_NR, xb, job->pk.row, 1, p->wkp + i * job->ck * NOAH_NR, NOAH_NR, job->ck, p->kbuf + i * NOAH_NR,
            p->ld, 0);
-    matmul(job->length, NOAH_NR, xb + job->pk.vo, job->pk.row, 1, p->wvp + i * job->cv * NOAH_NR, NOAH_NR, job->cv,
+    matmul(rows, NOAH_NR, xb + job->pk.vo, job->pk.row, 1, p->wvp + i * job->cv * NOAH_NR, NOAH_NR, job->cv,
            p->vbuf + i * NOAH_NR, p->ld, 0);
 }
 
@@ -328,6 +331,14 @@ AVX2 static void maps_backward(const TrainJob *job, float *k, float *v, Py_ssize
     dbv[1] = db1;
 }
 
+/* Prefetch part `part` of `parts` of [base, base + bytes) into L2: the next image block's rows
+ * arrive while the current one is being computed (its first use would otherwise wait on L3). */
+AVX2 static inline void prefetch_part(const void *base, Py_ssize_t bytes, Py_ssize_t part, Py_ssize_t parts) {
+    if (base == NULL) return;
+    const Py_ssize_t lines = (bytes + 63) / 64, l0 = lines * part / parts, l1 = lines * (part + 1) / parts;
+    for (Py_ssize_t l = l0; l < l1; l++) _mm_prefetch((const char *)base + 64 * l, _MM_HINT_T1);
+}
+
 /* ---- work items: (block, panel group) pairs ------------------------------------------------- */
 
 AVX2 static void forward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i1, int t) {
@@ -335,19 +346,35 @@ AVX2 static void forward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i1
     PanelConsts pc;
     _Alignas(32) float lse[NOAH_NR], y[NOAH_NR];
     const Py_ssize_t plane = job->images * job->heads * job->classes;
+    const Py_ssize_t groups = (job->panels + job->group - 1) / job->group;
     for (Py_ssize_t item = i0; item < i1; item++) {
-        const Py_ssize_t n = item / job->panels, m0 = item % job->panels * NOAH_NR;
-        const Py_ssize_t width = job->classes - m0 < NOAH_NR ? job->classes - m0 : NOAH_NR, row0 = n * job->classes + m0;
-        pack_panel(job->wk + row0 * job->ck, width, job->ck, job->key_scale, p.wkp);
-        pack_panel(job->wv + row0 * job->cv, width, job->cv, 1.0f, p.wvp);
-        for (Py_ssize_t b = 0; b < job->images; b++) {
-            keys_values(job, block_rows(job, job->x, n, b), &p, 0);
-            panel_consts(job, b, n, m0, width, &pc);
-            fold_forward(job, p.kbuf, p.vbuf, p.ld, &pc, lse, y);
-            float *out = job->stats + (b * job->heads + n) * job->classes + m0;
-            for (Py_ssize_t j = 0; j < width; j++) {
-                out[j] = lse[j];
-                out[plane + j] = y[j];
+        const Py_ssize_t n = item / groups, p0 = item % groups * job->group, m0 = p0 * NOAH_NR;
+        const Py_ssize_t count = job->panels - p0 < job->group ? job->panels - p0 : job->group;
+        const Py_ssize_t classes = job->classes - m0 < count * NOAH_NR ? job->classes - m0 : count * NOAH_NR;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            const Py_ssize_t width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
+            const Py_ssize_t row0 = n * job->classes + m0 + i * NOAH_NR;
+            pack_panel(job->wk + row0 * job->ck, width, job->ck, job->key_scale, p.wkp + i * job->ck * NOAH_NR);
+            pack_panel(job->wv + row0 * job->cv, width, job->cv, 1.0f, p.wvp + i * job->cv * NOAH_NR);
+        }
+        for (Py_ssize_t b0 = 0; b0 < job->images; b0 += job->image_block) {
+            const Py_ssize_t nb = job->images - b0 < job->image_block ? job->images - b0 : job->image_block;
+            const float *xb = block_rows(job, job->x, n, b0);
+            for (Py_ssize_t i = 0; i < count; i++) {
+                const Py_ssize_t mi = m0 + i * NOAH_NR, width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
+                const Py_ssize_t next = b0 + nb < job->images ? (job->images - b0 - nb < nb ? job->images - b0 - nb : nb) : 0;
+                if (next) prefetch_part(block_rows(job, job->x, n, b0 + nb), sizeof(float) * next * job->length * job->pk.row, i, count);
+                keys_values(job, xb, &p, i, nb * job->length);
+                for (Py_ssize_t b = b0; b < b0 + nb; b++) {
+                    const Py_ssize_t off = (b - b0) * job->length * p.ld + i * NOAH_NR;
+                    panel_consts(job, b, n, mi, width, &pc);
+                    fold_forward(job, p.kbuf + off, p.vbuf + off, p.ld, &pc, lse, y);
+                    float *out = job->stats + (b * job->heads + n) * job->classes + mi;
+                    for (Py_ssize_t j = 0; j < width; j++) {
+                        out[j] = lse[j];
+                        out[plane + j] = y[j];
+                    }
+                }
             }
         }
     }
@@ -377,30 +404,41 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
         memset(p.acck, 0, sizeof(float) * NOAH_NR * job->group * (ck + cv));
         __m256 dbv[GROUP_MAX][2];
         for (Py_ssize_t i = 0; i < count; i++) dbv[i][0] = dbv[i][1] = _mm256_setzero_ps();
-        for (Py_ssize_t b = 0; b < job->images; b++) {
-            const float *xb = block_rows(job, job->x, n, b);
+        for (Py_ssize_t b0 = 0; b0 < job->images; b0 += job->image_block) {
+            const Py_ssize_t nb = job->images - b0 < job->image_block ? job->images - b0 : job->image_block;
+            const Py_ssize_t rows = nb * job->length;
+            const float *xb = block_rows(job, job->x, n, b0);
             for (Py_ssize_t i = 0; i < count; i++) {
                 const Py_ssize_t mi = m0 + i * NOAH_NR, width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
-                keys_values(job, xb, &p, i);
-                panel_consts(job, b, n, mi, width, &pc);
-                const float *saved = job->stats + (b * job->heads + n) * job->classes + mi;
-                for (Py_ssize_t j = 0; j < NOAH_NR; j++) {
-                    lse[j] = j < width ? saved[j] : 0.0f;
-                    y[j] = j < width ? saved[plane + j] : 0.0f;
-                    g[j] = j < width ? job->grad[b * job->classes + mi + j] : 0.0f;
+                const Py_ssize_t next = b0 + nb < job->images ? (job->images - b0 - nb < nb ? job->images - b0 - nb : nb) : 0;
+                if (next) {
+                    const Py_ssize_t bytes = sizeof(float) * next * job->length * job->pk.row;
+                    prefetch_part(block_rows(job, job->x, n, b0 + nb), bytes, i, count);
+                    if (dx) prefetch_part(block_rows(job, dx, n, b0 + nb), bytes, i, count);
                 }
-                maps_backward(job, p.kbuf + i * NOAH_NR, p.vbuf + i * NOAH_NR, p.ld, &pc, lse, y, g, dbv[i]);
+                keys_values(job, xb, &p, i, rows);
+                for (Py_ssize_t b = b0; b < b0 + nb; b++) {
+                    const Py_ssize_t off = (b - b0) * job->length * p.ld + i * NOAH_NR;
+                    panel_consts(job, b, n, mi, width, &pc);
+                    const float *saved = job->stats + (b * job->heads + n) * job->classes + mi;
+                    for (Py_ssize_t j = 0; j < NOAH_NR; j++) {
+                        lse[j] = j < width ? saved[j] : 0.0f;
+                        y[j] = j < width ? saved[plane + j] : 0.0f;
+                        g[j] = j < width ? job->grad[b * job->classes + mi + j] : 0.0f;
+                    }
+                    maps_backward(job, p.kbuf + off, p.vbuf + off, p.ld, &pc, lse, y, g, dbv[i]);
+                }
                 if (job->need_dw) { /* dW^T[channel][class] += X^T dK: rows = channels, inner = positions */
-                    matmul(ck, NOAH_NR, xb, 1, job->pk.row, p.kbuf + i * NOAH_NR, p.ld, job->length, p.acck + i * ck * NOAH_NR,
+                    matmul(ck, NOAH_NR, xb, 1, job->pk.row, p.kbuf + i * NOAH_NR, p.ld, rows, p.acck + i * ck * NOAH_NR,
                            NOAH_NR, 1);
-                    matmul(cv, NOAH_NR, xb + job->pk.vo, 1, job->pk.row, p.vbuf + i * NOAH_NR, p.ld, job->length,
+                    matmul(cv, NOAH_NR, xb + job->pk.vo, 1, job->pk.row, p.vbuf + i * NOAH_NR, p.ld, rows,
                            p.accv + i * cv * NOAH_NR, NOAH_NR, 1);
                 }
             }
             if (dx) { /* dX[position][channel] += dK W: inner = the group's classes */
-                float *dxb = (float *)block_rows(job, dx, n, b);
-                matmul(job->length, ck8, p.kbuf, p.ld, 1, p.wkn, ck8, classes, dxb, job->pk.row, 1);
-                matmul(job->length, cv8, p.vbuf, p.ld, 1, p.wvn, cv8, classes, dxb + job->pk.vo, job->pk.row, 1);
+                float *dxb = (float *)block_rows(job, dx, n, b0);
+                matmul(rows, ck8, p.kbuf, p.ld, 1, p.wkn, ck8, classes, dxb, job->pk.row, 1);
+                matmul(rows, cv8, p.vbuf, p.ld, 1, p.wvn, cv8, classes, dxb + job->pk.vo, job->pk.row, 1);
             }
         }
         for (Py_ssize_t i = 0; i < count; i++) {
@@ -534,8 +572,10 @@ static int setup_job(TrainJob *job, const Config *cfg, Py_ssize_t images, Py_ssi
     job->cv = wv->shape[1];
     job->pk = packing(cfg->heads, job->ck, job->cv, job->head_split, job->kv_split);
     job->panels = (job->classes + NOAH_NR - 1) / NOAH_NR;
-    job->group = 1;
-    job->items = job->heads * job->panels;
+    job->group = FORWARD_GROUP < job->panels ? FORWARD_GROUP : job->panels;
+    while (job->group > 1 && job->heads * ((job->panels + job->group - 1) / job->group) < 2 * cfg->threads) job->group--;
+    job->items = job->heads * ((job->panels + job->group - 1) / job->group);
+    job->image_block = IMAGE_BLOCK;
     job->key_scale = cfg->key_scale;
     job->keep_scale = cfg->keep_scale;
     job->threshold = cfg->threshold;
@@ -561,7 +601,7 @@ static int setup_job(TrainJob *job, const Config *cfg, Py_ssize_t images, Py_ssi
 
 /* Aligned per-thread scratch plus `extra` floats (returned); NULL with MemoryError set. */
 static float *alloc_scratch(TrainJob *job, int threads, Py_ssize_t extra, void **raw) {
-    job->scratch_stride = ROUND_UP(scratch_floats(job->ck, job->cv, job->length, job->group), 8);
+    job->scratch_stride = ROUND_UP(scratch_floats(job->ck, job->cv, job->image_block * job->length, job->group), 8);
     *raw = PyMem_RawMalloc((threads * job->scratch_stride + extra) * sizeof(float) + 32);
     if (*raw == NULL) {
         PyErr_NoMemory();
