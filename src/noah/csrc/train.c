@@ -35,9 +35,10 @@
 #define FORWARD_GROUP 4 /* panels per forward work item: an image's features are read once for them */
 #define IMAGE_BLOCK 2   /* images per matmul: longer inner loops for the weight gradients */
 
-/* The packed layout: `slices` x images x positions x `row` floats, value columns from `vo`. */
+/* The packed layout: `slices` x images x positions x `row` floats, value columns from `vo`.
+ * The position-tiled copy (built per call, not kept): `slices` x images x positions x `tiled`. */
 typedef struct {
-    Py_ssize_t slices, row, vo;
+    Py_ssize_t slices, row, vo, tiled;
 } Packing;
 
 static Packing packing(Py_ssize_t heads, Py_ssize_t ck, Py_ssize_t cv, int head_split, int kv_split) {
@@ -45,7 +46,21 @@ static Packing packing(Py_ssize_t heads, Py_ssize_t ck, Py_ssize_t cv, int head_
     p.slices = head_split ? heads : 1;
     p.vo = kv_split ? ROUND_UP(ck, 8) : 0;
     p.row = kv_split ? ROUND_UP(ck, 8) + ROUND_UP(cv, 8) : ROUND_UP(ck, 8);
+    p.tiled = kv_split ? ck + cv : ck;
     return p;
+}
+
+/* An image's positions split into register tiles of at most NOAH_MR rows, spread evenly
+ * (49 = 4 x 6 + 5 x 5, not 8 x 6 + 1: a tile with fewer than 8 accumulators cannot hide the FMA
+ * latency): tile t has tile_rows(..., t) rows and starts at row tile_start(..., t). */
+static inline Py_ssize_t tile_count(Py_ssize_t length) { return (length + NOAH_MR - 1) / NOAH_MR; }
+static inline Py_ssize_t tile_start(Py_ssize_t length, Py_ssize_t t) {
+    const Py_ssize_t count = tile_count(length), base = length / count, extra = length % count;
+    return t * base + (t < extra ? t : extra);
+}
+static inline Py_ssize_t tile_rows(Py_ssize_t length, Py_ssize_t t) {
+    const Py_ssize_t count = tile_count(length);
+    return length / count + (t < length % count);
 }
 
 /* The dropout hash: a 32-bit integer mixer (constants from Wellons' hash-prospector, both below
@@ -67,7 +82,8 @@ static inline uint32_t class_key(uint64_t row, uint64_t seed) {
 }
 
 typedef struct {
-    const float *x; /* packed features */
+    const float *x;  /* packed features */
+    float *tiles;    /* the position-tiled copy (block_tiles) */
     Packing pk;
     int head_split, kv_split;
     const float *wk, *wv, *bv; /* (heads*classes, ck), (heads*classes, cv), (heads*classes,) */
@@ -93,6 +109,15 @@ static Py_ssize_t packed_floats(const TrainJob *job) { return job->pk.slices * j
 static const float *block_rows(const TrainJob *job, const float *base, Py_ssize_t n, Py_ssize_t b) {
     return base + ((job->head_split ? n : 0) * job->images + b) * job->length * job->pk.row;
 }
+
+/* Block n's position-tiled features of image b: per tile of r rows, the keys (ck x r, one
+ * channel's r positions adjacent), all tiles, then likewise the values (with the second-level
+ * split; without it the keys are the values). */
+static float *block_tiles(const TrainJob *job, Py_ssize_t n, Py_ssize_t b) {
+    return job->tiles + ((job->head_split ? n : 0) * job->images + b) * job->length * job->pk.tiled;
+}
+
+static Py_ssize_t tiled_floats(const TrainJob *job) { return job->pk.slices * job->images * job->length * job->pk.tiled; }
 
 #ifdef NOAH_HAVE_AVX2
 
@@ -147,6 +172,43 @@ TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1)
 TILE(7, 1) TILE(8, 1) TILE(9, 1) TILE(10, 1) TILE(11, 1) TILE(12, 1)
 TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2)
 #undef TILE
+
+/* c[i][0..16) = sum_{k < inner} a[k*R + i] * w[k*16 + 0..16) for i < R: the same register tile
+ * with a position-tiled A (one stream, immediate offsets) and a packed 16-class weight panel. */
+#define P_FMA(i)                                                                                   \
+    if (R > i) {                                                                                   \
+        __m256 x = _mm256_broadcast_ss(ak + i);                                                    \
+        c##i##0 = _mm256_fmadd_ps(x, b0, c##i##0);                                                 \
+        c##i##1 = _mm256_fmadd_ps(x, b1, c##i##1);                                                 \
+    }
+#define P_STORE(i)                                                                                 \
+    if (R > i) {                                                                                   \
+        _mm256_store_ps(c + i * ldc, c##i##0);                                                     \
+        _mm256_store_ps(c + i * ldc + 8, c##i##1);                                                 \
+    }
+AVX2 static inline __attribute__((always_inline)) void packed_tile_body(const int R, const float *a, const float *w,
+                                                                         Py_ssize_t inner, float *c, Py_ssize_t ldc) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (Py_ssize_t k = 0; k < inner; k++) {
+        const float *ak = a + k * R;
+        const __m256 b0 = _mm256_load_ps(w + k * NOAH_NR), b1 = _mm256_load_ps(w + k * NOAH_NR + 8);
+        P_FMA(0) P_FMA(1) P_FMA(2) P_FMA(3) P_FMA(4) P_FMA(5)
+    }
+    P_STORE(0) P_STORE(1) P_STORE(2) P_STORE(3) P_STORE(4) P_STORE(5)
+}
+#undef P_FMA
+#undef P_STORE
+
+typedef void (*PackedTileFn)(const float *, const float *, Py_ssize_t, float *, Py_ssize_t);
+#define PACKED_TILE(R)                                                                                          \
+    AVX2 static void packed_tile_##R(const float *a, const float *w, Py_ssize_t inner, float *c, Py_ssize_t ldc) { \
+        packed_tile_body(R, a, w, inner, c, ldc);                                                               \
+    }
+PACKED_TILE(1) PACKED_TILE(2) PACKED_TILE(3) PACKED_TILE(4) PACKED_TILE(5) PACKED_TILE(6)
+#undef PACKED_TILE
+static const PackedTileFn packed_tiles[NOAH_MR + 1] = {NULL, packed_tile_1, packed_tile_2, packed_tile_3,
+                                                       packed_tile_4, packed_tile_5, packed_tile_6};
 
 static const TileFn tiles8[13] = {NULL, tile_1x1, tile_2x1, tile_3x1, tile_4x1, tile_5x1, tile_6x1,
                                   tile_7x1, tile_8x1, tile_9x1, tile_10x1, tile_11x1, tile_12x1};
@@ -230,13 +292,20 @@ static void pack_natural(const float *w, Py_ssize_t width, Py_ssize_t c, Py_ssiz
         for (Py_ssize_t k = 0; k < c8; k++) dst[j * c8 + k] = j < width && k < c ? w[j * c + k] : 0.0f;
 }
 
-/* Keys (key_scale units) and values (no bias) of an image's positions for panel i of the group:
- * columns [16i, 16i + 16) of kbuf/vbuf. */
-AVX2 static void keys_values(const TrainJob *job, const float *xb, const Buffers *p, Py_ssize_t i, Py_ssize_t rows) {
-    matmul(rows, NOAH_NR, xb, job->pk.row, 1, p->wkp + i * job->ck * NOAH_NR, NOAH_NR, job->ck, p->kbuf + i * NOAH_NR,
-           p->ld, 0);
-    matmul(rows, NOAH_NR, xb + job->pk.vo, job->pk.row, 1, p->wvp + i * job->cv * NOAH_NR, NOAH_NR, job->cv,
-           p->vbuf + i * NOAH_NR, p->ld, 0);
+/* Keys (key_scale units) and values (no bias) of images [b0, b0 + nb) of block n for panel i of
+ * the group: columns [16i, 16i + 16) of kbuf/vbuf, one row per position, image after image. */
+AVX2 static void keys_values(const TrainJob *job, Py_ssize_t n, Py_ssize_t b0, Py_ssize_t nb, const Buffers *p, Py_ssize_t i) {
+    const Py_ssize_t length = job->length, ck = job->ck, cv = job->cv, tiles = tile_count(length);
+    const float *wk = p->wkp + i * ck * NOAH_NR, *wv = p->wvp + i * cv * NOAH_NR;
+    for (Py_ssize_t b = b0; b < b0 + nb; b++) {
+        const float *keys = block_tiles(job, n, b), *values = job->kv_split ? keys + length * ck : keys;
+        float *k = p->kbuf + (b - b0) * length * p->ld + i * NOAH_NR, *v = p->vbuf + (b - b0) * length * p->ld + i * NOAH_NR;
+        for (Py_ssize_t t = 0; t < tiles; t++) {
+            const Py_ssize_t r = tile_rows(length, t), l = tile_start(length, t);
+            packed_tiles[r](keys + l * ck, wk, ck, k + l * p->ld, p->ld);
+            packed_tiles[r](values + l * cv, wv, cv, v + l * p->ld, p->ld);
+        }
+    }
 }
 
 typedef struct {
@@ -359,12 +428,11 @@ AVX2 static void forward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i1
         }
         for (Py_ssize_t b0 = 0; b0 < job->images; b0 += job->image_block) {
             const Py_ssize_t nb = job->images - b0 < job->image_block ? job->images - b0 : job->image_block;
-            const float *xb = block_rows(job, job->x, n, b0);
             for (Py_ssize_t i = 0; i < count; i++) {
                 const Py_ssize_t mi = m0 + i * NOAH_NR, width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
                 const Py_ssize_t next = b0 + nb < job->images ? (job->images - b0 - nb < nb ? job->images - b0 - nb : nb) : 0;
-                if (next) prefetch_part(block_rows(job, job->x, n, b0 + nb), sizeof(float) * next * job->length * job->pk.row, i, count);
-                keys_values(job, xb, &p, i, nb * job->length);
+                if (next) prefetch_part(block_tiles(job, n, b0 + nb), sizeof(float) * next * job->length * job->pk.tiled, i, count);
+                keys_values(job, n, b0, nb, &p, i);
                 for (Py_ssize_t b = b0; b < b0 + nb; b++) {
                     const Py_ssize_t off = (b - b0) * job->length * p.ld + i * NOAH_NR;
                     panel_consts(job, b, n, mi, width, &pc);
@@ -414,9 +482,10 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
                 if (next) {
                     const Py_ssize_t bytes = sizeof(float) * next * job->length * job->pk.row;
                     prefetch_part(block_rows(job, job->x, n, b0 + nb), bytes, i, count);
+                    prefetch_part(block_tiles(job, n, b0 + nb), sizeof(float) * next * job->length * job->pk.tiled, i, count);
                     if (dx) prefetch_part(block_rows(job, dx, n, b0 + nb), bytes, i, count);
                 }
-                keys_values(job, xb, &p, i, rows);
+                keys_values(job, n, b0, nb, &p, i);
                 for (Py_ssize_t b = b0; b < b0 + nb; b++) {
                     const Py_ssize_t off = (b - b0) * job->length * p.ld + i * NOAH_NR;
                     panel_consts(job, b, n, mi, width, &pc);
@@ -484,46 +553,83 @@ static Py_ssize_t channel_of(const TrainJob *job, Py_ssize_t s, int value, Py_ss
     return blocks * job->ck + s * job->cv + k;
 }
 
-/* (images, length, channels) features with strides `st` into the packed layout (zero padding). */
-static void pack_features(const TrainJob *job, const float *x, const Py_ssize_t *st, float *packed, int threads) {
-    const Py_ssize_t row = job->pk.row;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-#endif
-    for (Py_ssize_t b = 0; b < job->images; b++) {
-        for (Py_ssize_t s = 0; s < job->pk.slices; s++) {
-            float *dst = packed + (s * job->images + b) * job->length * row;
-            for (Py_ssize_t l = 0; l < job->length; l++, dst += row) {
-                const float *src = x + b * st[0] + l * st[1];
-                memset(dst, 0, sizeof(float) * row);
-                for (int value = 0; value <= job->kv_split; value++) {
-                    const Py_ssize_t c = value ? job->cv : job->ck, c0 = channel_of(job, s, value, 0);
-                    float *d = dst + (value ? job->pk.vo : 0);
-                    for (Py_ssize_t k = 0; k < c; k++) d[k] = src[(c0 + k) * st[2]];
-                }
-            }
+/* Slice s of image b's packed rows into its position-tiled copy. */
+static void tile_image(const TrainJob *job, Py_ssize_t s, Py_ssize_t b) {
+    const Py_ssize_t length = job->length, row = job->pk.row;
+    const float *rows = job->x + (s * job->images + b) * length * row;
+    for (int value = 0; value <= job->kv_split; value++) {
+        const Py_ssize_t c = value ? job->cv : job->ck;
+        const float *d = rows + (value ? job->pk.vo : 0);
+        float *tiled = block_tiles(job, s, b) + (value ? length * job->ck : 0);
+        for (Py_ssize_t t = 0; t < tile_count(length); t++) {
+            const Py_ssize_t r = tile_rows(length, t), l0 = tile_start(length, t);
+            float *out = tiled + l0 * c;
+            for (Py_ssize_t k = 0; k < c; k++)
+                for (Py_ssize_t i = 0; i < r; i++) out[k * r + i] = d[(l0 + i) * row + k];
         }
     }
 }
 
-/* dx (strides `st`) = the sum of the per-thread packed-layout buffers, mapped back to channels. */
-static void sum_dx(const TrainJob *job, const float *buffers, int count, float *dx, const Py_ssize_t *st, int threads) {
-    const Py_ssize_t stride = packed_floats(job), row = job->pk.row;
+/* Channels are copied 8 at a time over all positions (for NCHW features each channel's run of
+ * positions stays in L1 while its 8 columns are written). */
+#define CHANNEL_BLOCK 8
+
+/* (images, length, channels) features with strides `st` into the packed layout (zero padding). */
+static void pack_features(const TrainJob *job, const float *x, const Py_ssize_t *st, float *packed, int threads) {
+    const Py_ssize_t row = job->pk.row, length = job->length;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
 #endif
     for (Py_ssize_t b = 0; b < job->images; b++) {
         for (Py_ssize_t s = 0; s < job->pk.slices; s++) {
-            const float *src = buffers + (s * job->images + b) * job->length * row;
-            for (Py_ssize_t l = 0; l < job->length; l++, src += row) {
-                float *dst = dx + b * st[0] + l * st[1];
-                for (int value = 0; value <= job->kv_split; value++) {
-                    const Py_ssize_t c = value ? job->cv : job->ck, c0 = channel_of(job, s, value, 0);
-                    const float *sv = src + (value ? job->pk.vo : 0);
-                    for (Py_ssize_t k = 0; k < c; k++) {
-                        float sum = sv[k];
-                        for (int t = 1; t < count; t++) sum += sv[t * stride + k];
-                        dst[(c0 + k) * st[2]] = sum;
+            float *dst = packed + (s * job->images + b) * length * row;
+            memset(dst, 0, sizeof(float) * length * row);
+            for (int value = 0; value <= job->kv_split; value++) {
+                const Py_ssize_t c = value ? job->cv : job->ck, c0 = channel_of(job, s, value, 0);
+                float *d = dst + (value ? job->pk.vo : 0);
+                for (Py_ssize_t k0 = 0; k0 < c; k0 += CHANNEL_BLOCK) {
+                    const Py_ssize_t k1 = k0 + CHANNEL_BLOCK < c ? k0 + CHANNEL_BLOCK : c;
+                    for (Py_ssize_t l = 0; l < length; l++) {
+                        const float *src = x + b * st[0] + l * st[1] + c0 * st[2];
+                        for (Py_ssize_t k = k0; k < k1; k++) d[l * row + k] = src[k * st[2]];
+                    }
+                }
+            }
+            tile_image(job, s, b);
+        }
+    }
+}
+
+/* The position-tiled copy of every image, from the packed rows (backward: they were kept). */
+static void tile_features(const TrainJob *job, int threads) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (Py_ssize_t b = 0; b < job->images; b++)
+        for (Py_ssize_t s = 0; s < job->pk.slices; s++) tile_image(job, s, b);
+}
+
+/* dx (strides `st`) = the sum of the per-thread packed-layout buffers, mapped back to channels. */
+static void sum_dx(const TrainJob *job, const float *buffers, int count, float *dx, const Py_ssize_t *st, int threads) {
+    const Py_ssize_t stride = packed_floats(job), row = job->pk.row, length = job->length;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (Py_ssize_t b = 0; b < job->images; b++) {
+        for (Py_ssize_t s = 0; s < job->pk.slices; s++) {
+            const float *src = buffers + (s * job->images + b) * length * row;
+            for (int value = 0; value <= job->kv_split; value++) {
+                const Py_ssize_t c = value ? job->cv : job->ck, c0 = channel_of(job, s, value, 0);
+                const float *sv = src + (value ? job->pk.vo : 0);
+                for (Py_ssize_t k0 = 0; k0 < c; k0 += CHANNEL_BLOCK) {
+                    const Py_ssize_t k1 = k0 + CHANNEL_BLOCK < c ? k0 + CHANNEL_BLOCK : c;
+                    for (Py_ssize_t l = 0; l < length; l++) {
+                        float *out = dx + b * st[0] + l * st[1] + c0 * st[2];
+                        for (Py_ssize_t k = k0; k < k1; k++) {
+                            float sum = sv[l * row + k];
+                            for (int t = 1; t < count; t++) sum += sv[t * stride + l * row + k];
+                            out[k * st[2]] = sum;
+                        }
                     }
                 }
             }
@@ -652,8 +758,10 @@ PyObject *noah_train_forward(PyObject *self, PyObject *args) {
     } else {
 #ifdef NOAH_HAVE_AVX2
         void *raw;
-        if (alloc_scratch(&job, cfg.threads, 0, &raw) != NULL) {
+        float *tiles = alloc_scratch(&job, cfg.threads, tiled_floats(&job), &raw);
+        if (tiles != NULL) {
             int finite = 1;
+            job.tiles = tiles;
             float *out = logits->buf;
             const Py_ssize_t plane = job.images * job.heads * job.classes;
             Py_BEGIN_ALLOW_THREADS
@@ -719,14 +827,16 @@ PyObject *noah_train_backward(PyObject *self, PyObject *args) {
         job.group = group;
         job.items = job.heads * ((job.panels + group - 1) / group);
         const Py_ssize_t per_thread = job.need_dx ? packed_floats(&job) : 0;
-        float *buffers = alloc_scratch(&job, cfg.threads, cfg.threads * per_thread, &raw);
+        float *buffers = alloc_scratch(&job, cfg.threads, cfg.threads * per_thread + tiled_floats(&job), &raw);
         if (buffers != NULL) {
+            job.tiles = buffers + cfg.threads * per_thread;
             job.grad = grad->buf;
             job.dx = buffers;
             job.dwk = job.need_dw ? dwk->buf : NULL;
             job.dwv = job.need_dw ? dwv->buf : NULL;
             job.dbv = dbv->buf;
             Py_BEGIN_ALLOW_THREADS
+            tile_features(&job, cfg.threads);
             run_items(&job, 1, cfg.threads);
             if (job.need_dx) sum_dx(&job, buffers, cfg.threads, dx->buf, sdx, cfg.threads);
             Py_END_ALLOW_THREADS
