@@ -34,6 +34,10 @@
 #define GROUP_MAX 8     /* panels per backward work item */
 #define FORWARD_GROUP 4 /* panels per forward work item: an image's features are read once for them */
 #define IMAGE_BLOCK 2   /* images per matmul: longer inner loops for the weight gradients */
+/* The register tiles' loops over the inner dimension are unrolled 8 times: fewer loop-counter
+ * and pointer updates between the FMAs (a training step took about 9 % less on a 2-core Zen 3). */
+#define PRAGMA(x) _Pragma(#x)
+#define UNROLL_TILE PRAGMA(GCC unroll 8)
 
 /* The packed layout: `slices` x images x positions x `row` floats, value columns from `vo`.
  * The position-tiled copy (built per call, not kept): `slices` x images x positions x `tiled`. */
@@ -149,6 +153,7 @@ AVX2 static inline __attribute__((always_inline)) void tile_body(const int R, co
                                                                   Py_ssize_t col, const float *w, Py_ssize_t ldw,
                                                                   Py_ssize_t inner, float *c, Py_ssize_t ldc, int accumulate) {
     T_ALL(T_INIT)
+    UNROLL_TILE
     for (Py_ssize_t k = 0; k < inner; k++) {
         const float *ak = a + k * col, *wk = w + k * ldw;
         const __m256 b0 = _mm256_loadu_ps(wk), b1 = V > 1 ? _mm256_loadu_ps(wk + 8) : b0;
@@ -190,6 +195,7 @@ AVX2 static inline __attribute__((always_inline)) void packed_tile_body(const in
                                                                          Py_ssize_t inner, float *c, Py_ssize_t ldc) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    UNROLL_TILE
     for (Py_ssize_t k = 0; k < inner; k++) {
         const float *ak = a + k * R;
         const __m256 b0 = _mm256_load_ps(w + k * NOAH_NR), b1 = _mm256_load_ps(w + k * NOAH_NR + 8);
