@@ -100,7 +100,8 @@ typedef struct {
     float *stats; /* (2, images, heads, classes): lse, y */
     /* backward only */
     const float *grad; /* (images, classes) */
-    float *dx;         /* per thread: one packed-layout buffer */
+    float *dx;         /* packed-layout dX: one per thread, or one shared (dx_stride 0) */
+    Py_ssize_t dx_stride;
     float *dwk, *dwv, *dbv;
     int need_dx, need_dw;
     float *scratch; /* per thread, scratch_stride floats, 32-byte aligned */
@@ -460,7 +461,7 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
     _Alignas(32) float lse[NOAH_NR], y[NOAH_NR], g[NOAH_NR], db[NOAH_NR];
     const Py_ssize_t plane = job->images * job->heads * job->classes, ck8 = ROUND_UP(job->ck, 8), cv8 = ROUND_UP(job->cv, 8);
     const Py_ssize_t groups = (job->panels + job->group - 1) / job->group, ck = job->ck, cv = job->cv;
-    float *dx = job->need_dx ? job->dx + t * packed_floats(job) : NULL;
+    float *dx = job->need_dx ? job->dx + t * job->dx_stride : NULL;
     for (Py_ssize_t item = i0; item < i1; item++) {
         const Py_ssize_t n = item / groups, p0 = item % groups * job->group, m0 = p0 * NOAH_NR;
         const Py_ssize_t count = job->panels - p0 < job->group ? job->panels - p0 : job->group; /* panels in the group */
@@ -542,7 +543,13 @@ AVX2 static void run_items(const TrainJob *job, int backward, int threads) {
     for (int t = 0; t < threads; t++) {
         const Py_ssize_t i0 = job->items * t / threads, i1 = job->items * (t + 1) / threads;
         if (backward) {
-            if (job->need_dx) memset(job->dx + t * packed_floats(job), 0, sizeof(float) * packed_floats(job));
+            if (job->need_dx && job->dx_stride) {
+                memset(job->dx + t * job->dx_stride, 0, sizeof(float) * packed_floats(job));
+            } else if (job->need_dx && i1 > i0) { /* the slices of this thread's blocks */
+                const Py_ssize_t groups = job->items / job->heads, slice = job->images * job->length * job->pk.row;
+                const Py_ssize_t n0 = i0 / groups, n1 = (i1 - 1) / groups + 1;
+                memset(job->dx + n0 * slice, 0, sizeof(float) * (n1 - n0) * slice);
+            }
             backward_items(job, i0, i1, t);
         } else {
             forward_items(job, i0, i1, t);
@@ -832,10 +839,15 @@ PyObject *noah_train_backward(PyObject *self, PyObject *args) {
         void *raw;
         job.group = group;
         job.items = job.heads * ((job.panels + group - 1) / group);
-        const Py_ssize_t per_thread = job.need_dx ? packed_floats(&job) : 0;
-        float *buffers = alloc_scratch(&job, cfg.threads, cfg.threads * per_thread + tiled_floats(&job), &raw);
+        /* with the first-level split and every thread's items whole blocks, the threads write
+         * disjoint slices of dX: one shared buffer, nothing to add up */
+        int shared = job.head_split;
+        for (int t = 1; t < cfg.threads; t++) shared &= (job.items * t / cfg.threads) % (job.items / job.heads) == 0;
+        job.dx_stride = job.need_dx && !shared ? packed_floats(&job) : 0;
+        const int dx_buffers = !job.need_dx ? 0 : shared ? 1 : cfg.threads;
+        float *buffers = alloc_scratch(&job, cfg.threads, dx_buffers * packed_floats(&job) + tiled_floats(&job), &raw);
         if (buffers != NULL) {
-            job.tiles = buffers + cfg.threads * per_thread;
+            job.tiles = buffers + dx_buffers * packed_floats(&job);
             job.grad = grad->buf;
             job.dx = buffers;
             job.dwk = job.need_dw ? dwk->buf : NULL;
@@ -844,7 +856,7 @@ PyObject *noah_train_backward(PyObject *self, PyObject *args) {
             Py_BEGIN_ALLOW_THREADS
             tile_features(&job, cfg.threads);
             run_items(&job, 1, cfg.threads);
-            if (job.need_dx) sum_dx(&job, buffers, cfg.threads, dx->buf, sdx, cfg.threads);
+            if (job.need_dx) sum_dx(&job, buffers, dx_buffers, dx->buf, sdx, cfg.threads);
             Py_END_ALLOW_THREADS
             PyMem_RawFree(raw);
             result = Py_NewRef(Py_None);
