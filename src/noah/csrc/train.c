@@ -583,6 +583,31 @@ static void tile_image(const TrainJob *job, Py_ssize_t s, Py_ssize_t b) {
     }
 }
 
+#ifdef NOAH_HAVE_AVX2
+/* Positions [l0, l0 + 8) x channels [k0, k0 + 8) of the sum of `count` packed buffers (`stride`
+ * apart, rows `row` apart) into the first `width` of dx's 8 channel rows (`cs` apart) whose
+ * positions are adjacent (NCHW): an 8x8 register transpose. */
+AVX2 static void sum_dx_8x8(const float *sv, Py_ssize_t row, Py_ssize_t stride, int count, float *out, Py_ssize_t cs,
+                            Py_ssize_t width) {
+    __m256 r[8];
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm256_loadu_ps(sv + i * row);
+        for (int t = 1; t < count; t++) r[i] = _mm256_add_ps(r[i], _mm256_loadu_ps(sv + t * stride + i * row));
+    }
+    transpose_8x8(r);
+    for (Py_ssize_t k = 0; k < width; k++) _mm256_storeu_ps(out + k * cs, r[k]);
+}
+
+/* The reverse, for packing: the first `width` of 8 feature channels (`cs` apart, positions
+ * adjacent) at 8 positions into 8 packed rows (`row` apart) of 8 columns, zeros past `width`. */
+AVX2 static void pack_8x8(const float *src, Py_ssize_t cs, Py_ssize_t width, float *d, Py_ssize_t row) {
+    __m256 r[8];
+    for (int k = 0; k < 8; k++) r[k] = k < width ? _mm256_loadu_ps(src + k * cs) : _mm256_setzero_ps();
+    transpose_8x8(r);
+    for (int i = 0; i < 8; i++) _mm256_storeu_ps(d + i * row, r[i]);
+}
+#endif
+
 /* Channels are copied 8 at a time over all positions (for NCHW features each channel's run of
  * positions stays in L1 while its 8 columns are written). */
 #define CHANNEL_BLOCK 8
@@ -602,7 +627,13 @@ static void pack_features(const TrainJob *job, const float *x, const Py_ssize_t 
                 float *d = dst + (value ? job->pk.vo : 0);
                 for (Py_ssize_t k0 = 0; k0 < c; k0 += CHANNEL_BLOCK) {
                     const Py_ssize_t k1 = k0 + CHANNEL_BLOCK < c ? k0 + CHANNEL_BLOCK : c;
-                    for (Py_ssize_t l = 0; l < length; l++) {
+                    Py_ssize_t l = 0;
+#ifdef NOAH_HAVE_AVX2
+                    if (st[1] == 1) /* adjacent positions (NCHW): 8 x 8 blocks (rows are padded to 8 channels) */
+                        for (; l + 8 <= length; l += 8)
+                            pack_8x8(x + b * st[0] + l + (c0 + k0) * st[2], st[2], k1 - k0, d + l * row + k0, row);
+#endif
+                    for (; l < length; l++) {
                         const float *src = x + b * st[0] + l * st[1] + c0 * st[2];
                         for (Py_ssize_t k = k0; k < k1; k++) d[l * row + k] = src[k * st[2]];
                     }
@@ -636,7 +667,14 @@ static void sum_dx(const TrainJob *job, const float *buffers, int count, float *
                 const float *sv = src + (value ? job->pk.vo : 0);
                 for (Py_ssize_t k0 = 0; k0 < c; k0 += CHANNEL_BLOCK) {
                     const Py_ssize_t k1 = k0 + CHANNEL_BLOCK < c ? k0 + CHANNEL_BLOCK : c;
-                    for (Py_ssize_t l = 0; l < length; l++) {
+                    Py_ssize_t l = 0;
+#ifdef NOAH_HAVE_AVX2
+                    if (st[1] == 1) /* adjacent positions (NCHW): 8 x 8 blocks (rows are padded to 8 channels) */
+                        for (; l + 8 <= length; l += 8)
+                            sum_dx_8x8(sv + l * row + k0, row, stride, count, dx + b * st[0] + l + (c0 + k0) * st[2], st[2],
+                                       k1 - k0);
+#endif
+                    for (; l < length; l++) {
                         float *out = dx + b * st[0] + l * st[1] + c0 * st[2];
                         for (Py_ssize_t k = k0; k < k1; k++) {
                             float sum = sv[l * row + k];
