@@ -407,14 +407,6 @@ AVX2 static void maps_backward(const TrainJob *job, float *k, float *v, Py_ssize
     dbv[1] = db1;
 }
 
-/* Prefetch part `part` of `parts` of [base, base + bytes) into L2: the next image block's rows
- * arrive while the current one is being computed (its first use would otherwise wait on L3). */
-AVX2 static inline void prefetch_part(const void *base, Py_ssize_t bytes, Py_ssize_t part, Py_ssize_t parts) {
-    if (base == NULL) return;
-    const Py_ssize_t lines = (bytes + 63) / 64, l0 = lines * part / parts, l1 = lines * (part + 1) / parts;
-    for (Py_ssize_t l = l0; l < l1; l++) _mm_prefetch((const char *)base + 64 * l, _MM_HINT_T1);
-}
-
 /* ---- work items: (block, panel group) pairs ------------------------------------------------- */
 
 AVX2 static void forward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i1, int t) {
@@ -437,8 +429,6 @@ AVX2 static void forward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i1
             const Py_ssize_t nb = job->images - b0 < job->image_block ? job->images - b0 : job->image_block;
             for (Py_ssize_t i = 0; i < count; i++) {
                 const Py_ssize_t mi = m0 + i * NOAH_NR, width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
-                const Py_ssize_t next = b0 + nb < job->images ? (job->images - b0 - nb < nb ? job->images - b0 - nb : nb) : 0;
-                if (next) prefetch_part(block_tiles(job, n, b0 + nb), sizeof(float) * next * job->length * job->pk.tiled, i, count);
                 keys_values(job, n, b0, nb, &p, i);
                 for (Py_ssize_t b = b0; b < b0 + nb; b++) {
                     const Py_ssize_t off = (b - b0) * job->length * p.ld + i * NOAH_NR;
@@ -485,22 +475,21 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
             const float *xb = block_rows(job, job->x, n, b0);
             for (Py_ssize_t i = 0; i < count; i++) {
                 const Py_ssize_t mi = m0 + i * NOAH_NR, width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
-                const Py_ssize_t next = b0 + nb < job->images ? (job->images - b0 - nb < nb ? job->images - b0 - nb : nb) : 0;
-                if (next) {
-                    const Py_ssize_t bytes = sizeof(float) * next * job->length * job->pk.row;
-                    prefetch_part(block_rows(job, job->x, n, b0 + nb), bytes, i, count);
-                    prefetch_part(block_tiles(job, n, b0 + nb), sizeof(float) * next * job->length * job->pk.tiled, i, count);
-                    if (dx) prefetch_part(block_rows(job, dx, n, b0 + nb), bytes, i, count);
-                }
                 keys_values(job, n, b0, nb, &p, i);
                 for (Py_ssize_t b = b0; b < b0 + nb; b++) {
                     const Py_ssize_t off = (b - b0) * job->length * p.ld + i * NOAH_NR;
                     panel_consts(job, b, n, mi, width, &pc);
                     const float *saved = job->stats + (b * job->heads + n) * job->classes + mi;
-                    for (Py_ssize_t j = 0; j < NOAH_NR; j++) {
-                        lse[j] = j < width ? saved[j] : 0.0f;
-                        y[j] = j < width ? saved[plane + j] : 0.0f;
-                        g[j] = j < width ? job->grad[b * job->classes + mi + j] : 0.0f;
+                    if (width == NOAH_NR) {
+                        memcpy(lse, saved, sizeof lse);
+                        memcpy(y, saved + plane, sizeof y);
+                        memcpy(g, job->grad + b * job->classes + mi, sizeof g);
+                    } else {
+                        for (Py_ssize_t j = 0; j < NOAH_NR; j++) {
+                            lse[j] = j < width ? saved[j] : 0.0f;
+                            y[j] = j < width ? saved[plane + j] : 0.0f;
+                            g[j] = j < width ? job->grad[b * job->classes + mi + j] : 0.0f;
+                        }
                     }
                     maps_backward(job, p.kbuf + off, p.vbuf + off, p.ld, &pc, lse, y, g, dbv[i]);
                 }
