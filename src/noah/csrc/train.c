@@ -29,6 +29,18 @@
  */
 #include "common.h"
 #include "train.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* This thread's number in the current OpenMP team (0 outside one). */
+static inline int thread_number(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 #define ROUND_UP(a, b) (((a) + (b) - 1) / (b) * (b))
 #define GROUP_MAX 8     /* panels per backward work item */
@@ -523,26 +535,32 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
     }
 }
 
-/* Work items split evenly over `threads` OpenMP threads (PyTorch's team: the extension links
- * the libgomp PyTorch already loaded). */
+/* Work items over `threads` OpenMP threads (PyTorch's team: the extension links the libgomp
+ * PyTorch already loaded). Forward items are handed out one at a time, so a thread on a busier
+ * core takes fewer (each writes its own statistics: the result does not depend on who ran what).
+ * Backward items are split evenly and in order: a thread's dX sums then always have the same
+ * terms in the same order, so the gradients are reproducible. */
 AVX2 static void run_items(const TrainJob *job, int backward, int threads) {
+    if (!backward) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+#endif
+        for (Py_ssize_t item = 0; item < job->items; item++) forward_items(job, item, item + 1, thread_number());
+        return;
+    }
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
 #endif
     for (int t = 0; t < threads; t++) {
         const Py_ssize_t i0 = job->items * t / threads, i1 = job->items * (t + 1) / threads;
-        if (backward) {
-            if (job->need_dx && job->dx_stride) {
-                memset(job->dx + t * job->dx_stride, 0, sizeof(float) * packed_floats(job));
-            } else if (job->need_dx && i1 > i0) { /* the slices of this thread's blocks */
-                const Py_ssize_t groups = job->items / job->heads, slice = job->images * job->length * job->pk.row;
-                const Py_ssize_t n0 = i0 / groups, n1 = (i1 - 1) / groups + 1;
-                memset(job->dx + n0 * slice, 0, sizeof(float) * (n1 - n0) * slice);
-            }
-            backward_items(job, i0, i1, t);
-        } else {
-            forward_items(job, i0, i1, t);
+        if (job->need_dx && job->dx_stride) {
+            memset(job->dx + t * job->dx_stride, 0, sizeof(float) * packed_floats(job));
+        } else if (job->need_dx && i1 > i0) { /* the slices of this thread's blocks */
+            const Py_ssize_t groups = job->items / job->heads, slice = job->images * job->length * job->pk.row;
+            const Py_ssize_t n0 = i0 / groups, n1 = (i1 - 1) / groups + 1;
+            memset(job->dx + n0 * slice, 0, sizeof(float) * (n1 - n0) * slice);
         }
+        backward_items(job, i0, i1, t);
     }
 }
 
