@@ -334,11 +334,14 @@ typedef struct {
 
 static void panel_consts(const TrainJob *job, Py_ssize_t b, Py_ssize_t n, Py_ssize_t m0, Py_ssize_t width, PanelConsts *pc) {
     memset(pc->keys, 0, sizeof pc->keys);
-    for (Py_ssize_t j = 0; j < NOAH_NR; j++) {
-        pc->bias[j] = j < width ? job->bv[n * job->classes + m0 + j] : 0.0f;
-        if (job->threshold)
-            pc->keys[j] = class_key(((uint64_t)(b * job->heads + n)) * (uint64_t)job->classes + (uint64_t)(m0 + j), job->seed);
+    if (width == NOAH_NR) {
+        memcpy(pc->bias, job->bv + n * job->classes + m0, sizeof pc->bias);
+    } else {
+        for (Py_ssize_t j = 0; j < NOAH_NR; j++) pc->bias[j] = j < width ? job->bv[n * job->classes + m0 + j] : 0.0f;
     }
+    if (job->threshold)
+        for (Py_ssize_t j = 0; j < width; j++)
+            pc->keys[j] = class_key(((uint64_t)(b * job->heads + n)) * (uint64_t)job->classes + (uint64_t)(m0 + j), job->seed);
 }
 
 /* Forward: softmax over positions of the keys k (rows ld apart), pooled with the values v;
