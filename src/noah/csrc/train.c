@@ -12,20 +12,27 @@
  *   backward  A = 2^(K' - lse), dK = g A (V - y), dV = g A D       (g = dloss/dlogit)
  *             dWk += dK^T Xk, dWv += dV^T Xv, dbv += sum_l dV, dX += dK Wk + dV Wv
  *
- * Keys and values of a few panels (a group of up to GROUP_MAX x 16 classes) are recomputed for
- * one image's positions into two buffers that stay in L1/L2, turned into dK and dV in place, and
- * consumed there by the gradient matmuls. sum_l dK = 0, so the key bias gets no gradient, and
- * dX needs no term for the shift either. Every matmul is one register-tile micro-kernel (up to
- * 6 rows x 16 columns, broadcast-FMA) run with different strides. Work items are (block, panel
- * group) pairs split over PyTorch's OpenMP team; the weight gradients of an item belong to one
- * thread, and each thread sums its dX into a buffer of its own, added up at the end.
+ * Work items are (block, group of up to 4 panels) pairs. For each pair of images, keys and values
+ * of the group's panels are recomputed into two buffers that stay in L1/L2, turned into dK and dV
+ * in place, and consumed there by the gradient matmuls (inner loops over both images' positions).
+ * sum_l dK = 0, so the key bias gets no gradient, and dX needs no term for the shift either.
+ * Every matmul is a register-tile micro-kernel (up to 6 rows x 16 columns, broadcast-FMA, inner
+ * loop unrolled 8 times): keys and values read a position-tiled copy of the features (the 5 or 6
+ * positions of a tile adjacent, one stream per tile), the gradient matmuls the packed rows.
+ *
+ * Threads: PyTorch's OpenMP team. Forward items are handed out one at a time. Backward items are
+ * split evenly and in order; the weight gradients of an item belong to one thread, and dX goes
+ * to one buffer of the thread's own, added up at the end -- or, when every thread's items are
+ * whole blocks, to disjoint slices of one shared buffer. Either way the sums do not depend on
+ * timing: the gradients are reproducible.
  *
  * The features are packed once per step into a block-major layout (slices x images x positions
  * x row: one slice per block with the first-level split, else one shared by all blocks; a row
  * holds the block's key channels, zero-padded to a multiple of 8, then its value channels
- * likewise, or only the shared channels without the second-level split). The caller keeps it
- * for backward: O(images * positions * channels). Dropout masks are a hash of (seed, image,
- * block, class, position), so backward regenerates them exactly.
+ * likewise, or only the shared channels without the second-level split; NCHW features by 8x8
+ * register transposes). The caller keeps it for backward: O(images * positions * channels). The
+ * position-tiled copy is built from it in each call (the same size, not kept). Dropout masks are
+ * a hash of (seed, image, block, class, position), so backward regenerates them exactly.
  */
 #include "common.h"
 #include "train.h"
