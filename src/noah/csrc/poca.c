@@ -56,6 +56,7 @@ typedef struct {
     }
 #define GEMM_6x16                                                       \
     ZERO2(0) ZERO2(1) ZERO2(2) ZERO2(3) ZERO2(4) ZERO2(5)               \
+    UNROLL_TILE                                                         \
     for (Py_ssize_t k = 0; k < c; k++) {                                \
         const float *ak = a + k * col;                                  \
         __m256 b0 = _mm256_load_ps(w + 16 * k), b1 = _mm256_load_ps(w + 16 * k + 8); \

@@ -53,10 +53,7 @@ static inline int thread_number(void) {
 #define GROUP_MAX 8     /* panels per backward work item */
 #define FORWARD_GROUP 4 /* panels per forward work item: an image's features are read once for them */
 #define IMAGE_BLOCK 2   /* images per matmul: longer inner loops for the weight gradients */
-/* The register tiles' loops over the inner dimension are unrolled 8 times: fewer loop-counter
- * and pointer updates between the FMAs (a training step took about 9 % less on a 2-core Zen 3). */
-#define PRAGMA(x) _Pragma(#x)
-#define UNROLL_TILE PRAGMA(GCC unroll 8)
+
 
 /* The packed layout: `slices` x images x positions x `row` floats, value columns from `vo`.
  * The position-tiled copy (built per call, not kept): `slices` x images x positions x `tiled`. */
