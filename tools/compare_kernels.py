@@ -8,7 +8,7 @@ Usage (from the repository root, the package installed)::
 
 Loads ``/tmp/before.so`` as a second copy of ``noah._poca`` next to the current build and, for
 the ResNet18 and MobileNetV2 x0.35 head shapes at batch 32, alternates one training step
-(forward + backward of the compiled kernel for a given dlogits) of each build with the training
+(the head's forward + backward for a given dlogits, the build as its training kernel) of each build with the training
 floor (the three dense matmuls of a linear layer with the same multiply-adds), or with
 ``--inference`` one no-grad forward of each beside the dense matmul. Prints medians, the ratio
 new/old and the largest relative difference of the outputs. Noise on a shared machine moves
@@ -28,8 +28,6 @@ import torch
 
 from noah.bench import DEFAULT_SHAPES, _heads, parse_shape
 from noah.head import cpu_kernel, cpu_train
-from noah.head.cpu_kernel import feature_rows, threads_for
-from noah.head.layout import LOG2E
 
 
 def load_build(path: str) -> ModuleType:
@@ -42,27 +40,26 @@ def load_build(path: str) -> ModuleType:
     return module
 
 
-def training_step(build: ModuleType, head: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor, p: float
+def training_step(build: ModuleType, head: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor
                   ) -> tuple[Callable[[], None], tuple[torch.Tensor, ...]]:
-    """One forward + backward of ``build``'s training kernel; returns it and its output tensors."""
-    b, c, h, w = x.shape
-    layout = cpu_train.Layout.of(head)
-    wk, wv = cpu_train._matrix(head.query.weight), cpu_train._matrix(head.value.weight)
-    bv = head.value.bias.detach().contiguous()
-    classes = wk.shape[0] // layout.heads
-    packed = x.new_empty(build.train_packed_shape(b, h * w, layout.heads, wk.shape[1], wv.shape[1], *layout[1:]))
-    stats, logits = x.new_empty(2, b, layout.heads, classes), x.new_empty(b, classes)
-    dx, dwk, dwv, dbv = torch.empty_like(x), torch.empty_like(wk), torch.empty_like(wv), torch.empty_like(bv)
-    threshold, keep = cpu_train.dropout_threshold(p)
-    threads = threads_for(layout.heads * b * h * w * classes)
+    """One forward + backward of the head (train mode) with ``build`` as its training kernel;
+    returns it and its outputs (logits, the input's and the parameters' gradients)."""
+    out: list[torch.Tensor] = []
 
     def step() -> None:
-        build.train_forward(*[t.numpy() for t in (feature_rows(x), packed, wk, wv, bv, stats, logits)], *layout,
-                            threshold, keep, 12345, threads, LOG2E)
-        build.train_backward(*[t.numpy() for t in (packed, wk, wv, bv, stats, grad, feature_rows(dx), dwk, dwv, dbv)],
-                             c, *layout, threshold, keep, 12345, threads, LOG2E, cpu_train.GROUP)
+        current, cpu_train._poca = cpu_train._poca, build
+        try:
+            torch.manual_seed(0)  # the same dropout seed for both builds
+            head.zero_grad(set_to_none=True)
+            x.grad = None
+            logits = head(x)
+            logits.backward(grad)
+            out[:] = [logits.detach(), x.grad] + [p.grad for p in head.parameters() if p.grad is not None]
+        finally:
+            cpu_train._poca = current
 
-    return step, (logits, dx, dwk, dwv, dbv)
+    step()
+    return step, tuple(out)
 
 
 def inference_step(build: ModuleType, head: torch.nn.Module, x: torch.Tensor
@@ -98,14 +95,16 @@ def main() -> None:
         c, m, n, r, h, w = parse_shape(shape)
         head = _heads(parse_shape(shape), torch.device("cpu"))["fast"]
         head.eval() if args.inference else head.train()
+        if not args.inference:
+            head.dropout.p = args.dropout
         torch.manual_seed(0)
-        x, grad = torch.randn(args.batch, c, h, w), torch.randn(args.batch, m)
+        x, grad = torch.randn(args.batch, c, h, w, requires_grad=not args.inference), torch.randn(args.batch, m)
         dense_x, dense_w, dense_dy = torch.randn(args.batch * h * w, c), torch.randn(c, m), torch.randn(args.batch * h * w, m)
         if args.inference:
             runs = {name: inference_step(build, head, x) for name, build in (("before", before), ("after", after))}
             floor: Callable[[], object] = lambda: dense_x @ dense_w
         else:
-            runs = {name: training_step(build, head, x, grad, args.dropout) for name, build in (("before", before), ("after", after))}
+            runs = {name: training_step(build, head, x, grad) for name, build in (("before", before), ("after", after))}
 
             def floor() -> None:
                 dense_x @ dense_w

@@ -428,32 +428,58 @@ AVX2 static void maps_backward(const TrainJob *job, float *k, float *v, Py_ssize
 
 /* ---- work items: (block, panel group) pairs ------------------------------------------------- */
 
+/* Work item `item`: block n, classes [m0, m0 + classes) in `count` 16-class panels. */
+typedef struct {
+    Py_ssize_t n, m0, count, classes;
+} Group;
+
+static Group group_of(const TrainJob *job, Py_ssize_t item) {
+    const Py_ssize_t groups = (job->panels + job->group - 1) / job->group, p0 = item % groups * job->group;
+    Group g;
+    g.n = item / groups;
+    g.m0 = p0 * NOAH_NR;
+    g.count = job->panels - p0 < job->group ? job->panels - p0 : job->group;
+    g.classes = job->classes - g.m0 < g.count * NOAH_NR ? job->classes - g.m0 : g.count * NOAH_NR;
+    return g;
+}
+
+/* Classes in panel i of the group (16 but for the last panel of a block). */
+static inline Py_ssize_t panel_width(const Group *g, Py_ssize_t i) {
+    return g->classes - i * NOAH_NR < NOAH_NR ? g->classes - i * NOAH_NR : NOAH_NR;
+}
+
+/* Images in the image block starting at b0. */
+static inline Py_ssize_t block_images(const TrainJob *job, Py_ssize_t b0) {
+    return job->images - b0 < job->image_block ? job->images - b0 : job->image_block;
+}
+
+/* The group's key and value weight panels, packed (keys scaled by key_scale). */
+AVX2 static void pack_group(const TrainJob *job, const Group *g, const Buffers *p) {
+    for (Py_ssize_t i = 0; i < g->count; i++) {
+        const Py_ssize_t row0 = g->n * job->classes + g->m0 + i * NOAH_NR;
+        pack_panel(job->wk + row0 * job->ck, panel_width(g, i), job->ck, job->key_scale, p->wkp + i * job->ck * NOAH_NR);
+        pack_panel(job->wv + row0 * job->cv, panel_width(g, i), job->cv, 1.0f, p->wvp + i * job->cv * NOAH_NR);
+    }
+}
+
 AVX2 static void forward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i1, int t) {
     const Buffers p = buffers_of(job, t);
     PanelConsts pc;
     _Alignas(32) float lse[NOAH_NR], y[NOAH_NR];
     const Py_ssize_t plane = job->images * job->heads * job->classes;
-    const Py_ssize_t groups = (job->panels + job->group - 1) / job->group;
     for (Py_ssize_t item = i0; item < i1; item++) {
-        const Py_ssize_t n = item / groups, p0 = item % groups * job->group, m0 = p0 * NOAH_NR;
-        const Py_ssize_t count = job->panels - p0 < job->group ? job->panels - p0 : job->group;
-        const Py_ssize_t classes = job->classes - m0 < count * NOAH_NR ? job->classes - m0 : count * NOAH_NR;
-        for (Py_ssize_t i = 0; i < count; i++) {
-            const Py_ssize_t width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
-            const Py_ssize_t row0 = n * job->classes + m0 + i * NOAH_NR;
-            pack_panel(job->wk + row0 * job->ck, width, job->ck, job->key_scale, p.wkp + i * job->ck * NOAH_NR);
-            pack_panel(job->wv + row0 * job->cv, width, job->cv, 1.0f, p.wvp + i * job->cv * NOAH_NR);
-        }
+        const Group g = group_of(job, item);
+        pack_group(job, &g, &p);
         for (Py_ssize_t b0 = 0; b0 < job->images; b0 += job->image_block) {
-            const Py_ssize_t nb = job->images - b0 < job->image_block ? job->images - b0 : job->image_block;
-            for (Py_ssize_t i = 0; i < count; i++) {
-                const Py_ssize_t mi = m0 + i * NOAH_NR, width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
-                keys_values(job, n, b0, nb, &p, i);
+            const Py_ssize_t nb = block_images(job, b0);
+            for (Py_ssize_t i = 0; i < g.count; i++) {
+                const Py_ssize_t mi = g.m0 + i * NOAH_NR, width = panel_width(&g, i);
+                keys_values(job, g.n, b0, nb, &p, i);
                 for (Py_ssize_t b = b0; b < b0 + nb; b++) {
                     const Py_ssize_t off = (b - b0) * job->length * p.ld + i * NOAH_NR;
-                    panel_consts(job, b, n, mi, width, &pc);
+                    panel_consts(job, b, g.n, mi, width, &pc);
                     fold_forward(job, p.kbuf + off, p.vbuf + off, p.ld, &pc, lse, y);
-                    float *out = job->stats + (b * job->heads + n) * job->classes + mi;
+                    float *out = job->stats + (b * job->heads + g.n) * job->classes + mi;
                     for (Py_ssize_t j = 0; j < width; j++) {
                         out[j] = lse[j];
                         out[plane + j] = y[j];
@@ -469,18 +495,12 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
     PanelConsts pc;
     _Alignas(32) float lse[NOAH_NR], y[NOAH_NR], g[NOAH_NR], db[NOAH_NR];
     const Py_ssize_t plane = job->images * job->heads * job->classes, ck8 = ROUND_UP(job->ck, 8), cv8 = ROUND_UP(job->cv, 8);
-    const Py_ssize_t groups = (job->panels + job->group - 1) / job->group, ck = job->ck, cv = job->cv;
+    const Py_ssize_t ck = job->ck, cv = job->cv;
     float *dx = job->need_dx ? job->dx + t * job->dx_stride : NULL;
     for (Py_ssize_t item = i0; item < i1; item++) {
-        const Py_ssize_t n = item / groups, p0 = item % groups * job->group, m0 = p0 * NOAH_NR;
-        const Py_ssize_t count = job->panels - p0 < job->group ? job->panels - p0 : job->group; /* panels in the group */
-        const Py_ssize_t classes = job->classes - m0 < count * NOAH_NR ? job->classes - m0 : count * NOAH_NR;
-        const Py_ssize_t row0 = n * job->classes + m0;
-        for (Py_ssize_t i = 0; i < count; i++) {
-            const Py_ssize_t width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
-            pack_panel(job->wk + (row0 + i * NOAH_NR) * ck, width, ck, job->key_scale, p.wkp + i * ck * NOAH_NR);
-            pack_panel(job->wv + (row0 + i * NOAH_NR) * cv, width, cv, 1.0f, p.wvp + i * cv * NOAH_NR);
-        }
+        const Group grp = group_of(job, item);
+        const Py_ssize_t n = grp.n, m0 = grp.m0, count = grp.count, classes = grp.classes, row0 = n * job->classes + m0;
+        pack_group(job, &grp, &p);
         if (dx) {
             pack_natural(job->wk + row0 * ck, classes, ck, p.ld, p.wkn);
             pack_natural(job->wv + row0 * cv, classes, cv, p.ld, p.wvn);
@@ -489,11 +509,10 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
         __m256 dbv[GROUP_MAX][2];
         for (Py_ssize_t i = 0; i < count; i++) dbv[i][0] = dbv[i][1] = _mm256_setzero_ps();
         for (Py_ssize_t b0 = 0; b0 < job->images; b0 += job->image_block) {
-            const Py_ssize_t nb = job->images - b0 < job->image_block ? job->images - b0 : job->image_block;
-            const Py_ssize_t rows = nb * job->length;
+            const Py_ssize_t nb = block_images(job, b0), rows = nb * job->length;
             const float *xb = block_rows(job, job->x, n, b0);
             for (Py_ssize_t i = 0; i < count; i++) {
-                const Py_ssize_t mi = m0 + i * NOAH_NR, width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
+                const Py_ssize_t mi = m0 + i * NOAH_NR, width = panel_width(&grp, i);
                 keys_values(job, n, b0, nb, &p, i);
                 for (Py_ssize_t b = b0; b < b0 + nb; b++) {
                     const Py_ssize_t off = (b - b0) * job->length * p.ld + i * NOAH_NR;
@@ -526,7 +545,7 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
             }
         }
         for (Py_ssize_t i = 0; i < count; i++) {
-            const Py_ssize_t mi = m0 + i * NOAH_NR, width = classes - i * NOAH_NR < NOAH_NR ? classes - i * NOAH_NR : NOAH_NR;
+            const Py_ssize_t mi = m0 + i * NOAH_NR, width = panel_width(&grp, i);
             const Py_ssize_t r = n * job->classes + mi;
             if (job->need_dw) {
                 const float *ak = p.acck + i * ck * NOAH_NR, *av = p.accv + i * cv * NOAH_NR;
