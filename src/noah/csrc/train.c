@@ -261,6 +261,29 @@ AVX2 static void matmul(Py_ssize_t rows, Py_ssize_t cols, const float *a, Py_ssi
     if (j < cols) matmul_columns(tiles8, 12, j, rows, a, row, col, w, ldw, inner, c, ldc, accumulate);
 }
 
+/* ---- softmax terms ------------------------------------------------------------------------- */
+
+/* 2^t for t <= 0 (a key minus its max or its normaliser), clamped below at -125 (NaN
+ * propagates): t = n + f with |f| <= 1/2 by the float rounding of t + 1.5 * 2^23, whose low bits
+ * then hold n; 2^f by a degree-5 polynomial fitted for relative error (below 2e-7, about 3 ulp;
+ * exp2_clamped's degree 6 serves the inference kernel, whose keys are not max-subtracted).
+ * Twelve operations instead of fourteen: the exponentials are most of the elementwise work. */
+AVX2 static inline __m256 exp2_nonpositive(__m256 t) {
+    const __m256 shifter = _mm256_set1_ps(12582912.0f); /* 1.5 * 2^23 */
+    t = _mm256_max_ps(_mm256_set1_ps(-125.0f), t);      /* a NaN in the second operand is kept */
+    const __m256 r = _mm256_add_ps(t, shifter);
+    const __m256 f = _mm256_sub_ps(t, _mm256_sub_ps(r, shifter));
+    __m256 p = _mm256_set1_ps(1.32647e-3f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.67151e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550734e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022242e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314698e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    /* the low 9 bits of r's pattern are n's (two's complement): shifted, n + 127 is the exponent */
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(r), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
 /* ---- dropout masks -------------------------------------------------------------------------- */
 
 AVX2 static inline __m256i mix32x8(__m256i x) {
@@ -365,10 +388,12 @@ AVX2 static void fold_forward(const TrainJob *job, const float *k, const float *
     __m256 den0 = _mm256_setzero_ps(), den1 = den0, num0 = den0, num1 = den0;
     for (Py_ssize_t l = 0; l < length; l++) {
         const float *kl = k + ld * l, *vl = v + ld * l;
-        __m256 e0 = exp2_clamped(_mm256_sub_ps(_mm256_load_ps(kl), mx0));
-        __m256 e1 = exp2_clamped(_mm256_sub_ps(_mm256_load_ps(kl + 8), mx1));
-        __m256 v0 = _mm256_add_ps(_mm256_load_ps(vl), b0), v1 = _mm256_add_ps(_mm256_load_ps(vl + 8), b1);
-        if (job->threshold) {
+        __m256 e0 = exp2_nonpositive(_mm256_sub_ps(_mm256_load_ps(kl), mx0));
+        __m256 e1 = exp2_nonpositive(_mm256_sub_ps(_mm256_load_ps(kl + 8), mx1));
+        __m256 v0 = _mm256_load_ps(vl), v1 = _mm256_load_ps(vl + 8);
+        if (job->threshold) { /* without dropout the bias is added to y after the sum */
+            v0 = _mm256_add_ps(v0, b0);
+            v1 = _mm256_add_ps(v1, b1);
             v0 = _mm256_mul_ps(v0, keep_mask(k0, l, below, scale));
             v1 = _mm256_mul_ps(v1, keep_mask(k1, l, below, scale));
         }
@@ -386,16 +411,17 @@ AVX2 static void fold_forward(const TrainJob *job, const float *k, const float *
     _mm256_store_ps(num + 8, num1);
     for (int j = 0; j < NOAH_NR; j++) {
         lse[j] = mx[j] + log2f(den[j]);
-        y[j] = num[j] / den[j];
+        y[j] = num[j] / den[j] + (job->threshold ? 0.0f : pc->bias[j]);
     }
 }
 
 /* Backward: the keys k become dK = g A (V - y) and the values v dV = g A D, in place (rows ld
- * apart); dbv += sum over positions of dV. */
+ * apart); dbv += sum over positions of dV (g itself without dropout: A sums to 1). */
 AVX2 static void maps_backward(const TrainJob *job, float *k, float *v, Py_ssize_t ld, const PanelConsts *pc,
                                const float *lse, const float *y, const float *g, __m256 dbv[2]) {
     const __m256 b0 = _mm256_load_ps(pc->bias), b1 = _mm256_load_ps(pc->bias + 8);
     const __m256 s0 = _mm256_load_ps(lse), s1 = _mm256_load_ps(lse + 8);
+    const int drop = job->threshold != 0;
     const __m256 y0 = _mm256_load_ps(y), y1 = _mm256_load_ps(y + 8);
     const __m256 g0 = _mm256_load_ps(g), g1 = _mm256_load_ps(g + 8);
     const __m256i k0 = _mm256_load_si256((const __m256i *)pc->keys), k1 = _mm256_load_si256((const __m256i *)(pc->keys + 8));
@@ -404,26 +430,26 @@ AVX2 static void maps_backward(const TrainJob *job, float *k, float *v, Py_ssize
     __m256 db0 = dbv[0], db1 = dbv[1];
     for (Py_ssize_t l = 0; l < job->length; l++) {
         float *kl = k + ld * l, *vl = v + ld * l;
-        __m256 ga0 = _mm256_mul_ps(g0, exp2_clamped(_mm256_sub_ps(_mm256_load_ps(kl), s0)));
-        __m256 ga1 = _mm256_mul_ps(g1, exp2_clamped(_mm256_sub_ps(_mm256_load_ps(kl + 8), s1)));
+        __m256 ga0 = _mm256_mul_ps(g0, exp2_nonpositive(_mm256_sub_ps(_mm256_load_ps(kl), s0)));
+        __m256 ga1 = _mm256_mul_ps(g1, exp2_nonpositive(_mm256_sub_ps(_mm256_load_ps(kl + 8), s1)));
         __m256 v0 = _mm256_add_ps(_mm256_load_ps(vl), b0), v1 = _mm256_add_ps(_mm256_load_ps(vl + 8), b1);
         __m256 dv0 = ga0, dv1 = ga1;
-        if (job->threshold) {
+        if (drop) {
             __m256 d0 = keep_mask(k0, l, below, scale), d1 = keep_mask(k1, l, below, scale);
             v0 = _mm256_mul_ps(v0, d0);
             v1 = _mm256_mul_ps(v1, d1);
             dv0 = _mm256_mul_ps(ga0, d0);
             dv1 = _mm256_mul_ps(ga1, d1);
+            db0 = _mm256_add_ps(db0, dv0);
+            db1 = _mm256_add_ps(db1, dv1);
         }
         _mm256_store_ps(kl, _mm256_mul_ps(ga0, _mm256_sub_ps(v0, y0)));
         _mm256_store_ps(kl + 8, _mm256_mul_ps(ga1, _mm256_sub_ps(v1, y1)));
         _mm256_store_ps(vl, dv0);
         _mm256_store_ps(vl + 8, dv1);
-        db0 = _mm256_add_ps(db0, dv0);
-        db1 = _mm256_add_ps(db1, dv1);
     }
-    dbv[0] = db0;
-    dbv[1] = db1;
+    dbv[0] = drop ? db0 : _mm256_add_ps(db0, g0);
+    dbv[1] = drop ? db1 : _mm256_add_ps(db1, g1);
 }
 
 /* ---- work items: (block, panel group) pairs ------------------------------------------------- */
