@@ -49,6 +49,19 @@ static inline int thread_number(void) {
 #endif
 }
 
+/* Development only: built with -DNOAH_PART_CYCLES (tools/kernel_parts.sh), thread 0's backward
+ * work items add the time-stamp-counter ticks of each of their parts to part_cycles. */
+#ifdef NOAH_PART_CYCLES
+#include <x86intrin.h>
+enum { PART_KEYS_VALUES, PART_MAPS, PART_DW, PART_DX, PART_ITEMS, PART_COUNT };
+static unsigned long long part_cycles[PART_COUNT];
+#define PART_CLOCK(name) const unsigned long long name = __rdtsc()
+#define PART_ADD(t, part, since) ((t) == 0 ? (void)(part_cycles[part] += __rdtsc() - (since)) : (void)0)
+#else
+#define PART_CLOCK(name) (void)0
+#define PART_ADD(t, part, since) (void)0
+#endif
+
 #define ROUND_UP(a, b) (((a) + (b) - 1) / (b) * (b))
 #define GROUP_MAX 8     /* panels per backward work item */
 #define FORWARD_GROUP 4 /* panels per forward work item: an image's features are read once for them */
@@ -523,6 +536,7 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
     const Py_ssize_t plane = job->images * job->heads * job->classes, ck8 = ROUND_UP(job->ck, 8), cv8 = ROUND_UP(job->cv, 8);
     const Py_ssize_t ck = job->ck, cv = job->cv;
     float *dx = job->need_dx ? job->dx + t * job->dx_stride : NULL;
+    PART_CLOCK(items_start);
     for (Py_ssize_t item = i0; item < i1; item++) {
         const Group grp = group_of(job, item);
         const Py_ssize_t n = grp.n, m0 = grp.m0, count = grp.count, classes = grp.classes, row0 = n * job->classes + m0;
@@ -539,7 +553,10 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
             const float *xb = block_rows(job, job->x, n, b0);
             for (Py_ssize_t i = 0; i < count; i++) {
                 const Py_ssize_t mi = m0 + i * NOAH_NR, width = panel_width(&grp, i);
+                PART_CLOCK(kv_start);
                 keys_values(job, n, b0, nb, &p, i);
+                PART_ADD(t, PART_KEYS_VALUES, kv_start);
+                PART_CLOCK(maps_start);
                 for (Py_ssize_t b = b0; b < b0 + nb; b++) {
                     const Py_ssize_t off = (b - b0) * job->length * p.ld + i * NOAH_NR;
                     panel_consts(job, b, n, mi, width, &pc);
@@ -557,18 +574,23 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
                     }
                     maps_backward(job, p.kbuf + off, p.vbuf + off, p.ld, &pc, lse, y, g, dbv[i]);
                 }
+                PART_ADD(t, PART_MAPS, maps_start);
+                PART_CLOCK(dw_start);
                 if (job->need_dw) { /* dW^T[channel][class] += X^T dK: rows = channels, inner = positions */
                     matmul(ck, NOAH_NR, xb, 1, job->pk.row, p.kbuf + i * NOAH_NR, p.ld, rows, p.acck + i * ck * NOAH_NR,
                            NOAH_NR, 1);
                     matmul(cv, NOAH_NR, xb + job->pk.vo, 1, job->pk.row, p.vbuf + i * NOAH_NR, p.ld, rows,
                            p.accv + i * cv * NOAH_NR, NOAH_NR, 1);
                 }
+                PART_ADD(t, PART_DW, dw_start);
             }
+            PART_CLOCK(dx_start);
             if (dx) { /* dX[position][channel] += dK W: inner = the group's classes */
                 float *dxb = (float *)block_rows(job, dx, n, b0);
                 matmul(rows, ck8, p.kbuf, p.ld, 1, p.wkn, ck8, classes, dxb, job->pk.row, 1);
                 matmul(rows, cv8, p.vbuf, p.ld, 1, p.wvn, cv8, classes, dxb + job->pk.vo, job->pk.row, 1);
             }
+            PART_ADD(t, PART_DX, dx_start);
         }
         for (Py_ssize_t i = 0; i < count; i++) {
             const Py_ssize_t mi = m0 + i * NOAH_NR, width = panel_width(&grp, i);
@@ -585,6 +607,7 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
             for (Py_ssize_t j = 0; j < width; j++) job->dbv[r + j] = db[j];
         }
     }
+    PART_ADD(t, PART_ITEMS, items_start);
 }
 
 /* Work items over `threads` OpenMP threads (PyTorch's team: the extension links the libgomp
