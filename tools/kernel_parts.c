@@ -37,9 +37,17 @@ int main(int argc, char **argv) {
     const Py_ssize_t images = argc > 7 ? atol(argv[7]) : 32;
     const int repeats = argc > 8 ? atoi(argv[8]) : 11;
     const Py_ssize_t per_block = c / n, ck = (Py_ssize_t)(per_block * ratio + 0.5), cv = per_block - ck;
-    if (c <= 0 || m <= 0 || n <= 0 || c % n || ck <= 0 || cv <= 0 || length <= 0 || images <= 0 || repeats < 1
-        || repeats > 101 || !cpu_has_avx2()) {
-        fprintf(stderr, "error: C must split into N blocks of key and value channels (and the CPU have AVX2+FMA)\n");
+    if (c <= 0 || m <= 0 || n <= 0 || c % n || ck <= 0 || cv <= 0 || length <= 0 || images <= 0) {
+        fprintf(stderr, "error: C=%zd must split into N=%zd blocks of key and value channels (KEY_RATIO %g), "
+                "and M, H, W and BATCH must be positive\n", c, n, ratio);
+        return 2;
+    }
+    if (repeats < 1 || repeats > 101) {
+        fprintf(stderr, "error: REPEATS must be 1 to 101, got %d\n", repeats);
+        return 2;
+    }
+    if (!cpu_has_avx2()) {
+        fprintf(stderr, "error: the training kernel needs an x86-64 CPU with AVX2 and FMA\n");
         return 2;
     }
     TrainJob job = {0};
