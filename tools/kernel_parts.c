@@ -16,6 +16,9 @@
 #ifndef TRAIN_SOURCE
 #define TRAIN_SOURCE "train.c"
 #endif
+#ifndef PARTS_ROUND
+#define PARTS_ROUND parts_round
+#endif
 #include TRAIN_SOURCE
 #include <stdio.h>
 #include "kernel_parts.h"
