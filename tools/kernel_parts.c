@@ -83,13 +83,11 @@ void PARTS_ROUND(const PartsShape *shape, unsigned long long ticks[PARTS_COUNT])
         job = make_job(shape);
         ready = 1;
     }
-    job.group = FORWARD_GROUP < job.panels ? FORWARD_GROUP : job.panels;
-    job.items = job.heads * ((job.panels + job.group - 1) / job.group);
+    use_group(&job, forward_group(&job, 1));
     const unsigned long long start = __rdtsc();
     forward_items(&job, 0, job.items, 0);
     ticks[PARTS_FORWARD] = __rdtsc() - start;
-    job.group = 4; /* the backward's, as noah.head.cpu_train.GROUP */
-    job.items = job.heads * ((job.panels + job.group - 1) / job.group);
+    use_group(&job, 4); /* the backward's, as noah.head.cpu_train.GROUP */
     memset(part_cycles, 0, sizeof part_cycles);
     backward_items(&job, 0, job.items, 0);
     for (int i = 0; i < PART_COUNT; i++) ticks[i] = part_cycles[i];

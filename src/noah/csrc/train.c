@@ -153,6 +153,20 @@ static float *block_tiles(const TrainJob *job, Py_ssize_t n, Py_ssize_t b) {
 
 static Py_ssize_t tiled_floats(const TrainJob *job) { return job->pk.slices * job->images * job->length * job->pk.tiled; }
 
+/* Work items of `group` panels each: one per (block, panel group). */
+static void use_group(TrainJob *job, Py_ssize_t group) {
+    job->group = group;
+    job->items = job->heads * ((job->panels + group - 1) / group);
+}
+
+/* The forward's panels per work item: FORWARD_GROUP, fewer where that leaves under two items per
+ * thread. */
+static Py_ssize_t forward_group(const TrainJob *job, int threads) {
+    Py_ssize_t group = FORWARD_GROUP < job->panels ? FORWARD_GROUP : job->panels;
+    while (group > 1 && job->heads * ((job->panels + group - 1) / group) < 2 * threads) group--;
+    return group;
+}
+
 #ifdef NOAH_HAVE_AVX2
 
 /* ---- the register tile -------------------------------------------------------------------
@@ -710,37 +724,59 @@ AVX2 static void pack_8x8(const float *src, Py_ssize_t cs, Py_ssize_t width, flo
 }
 #endif
 
-/* Channels are copied 8 at a time over all positions (for NCHW features each channel's run of
+/* Channels are moved 8 at a time over all positions (for NCHW features each channel's run of
  * positions stays in L1 while its 8 columns are written). */
 #define CHANNEL_BLOCK 8
 
-/* (images, length, channels) features with strides `st` into the packed layout (zero padding). */
-static void pack_features(const TrainJob *job, const float *x, const Py_ssize_t *st, float *packed, int threads) {
+/* Image b's slice s between the features (strides `st`) and its packed rows `rows`: from `x` into
+ * the rows (packing), or, with x NULL, from the sum of `count` packed buffers `stride` floats apart
+ * (`rows` in the first) into `dx`. */
+static void move_slice(const TrainJob *job, Py_ssize_t b, Py_ssize_t s, const Py_ssize_t *st, const float *x, float *rows,
+                       Py_ssize_t stride, int count, float *dx) {
     const Py_ssize_t row = job->pk.row, length = job->length;
+    for (int value = 0; value <= job->kv_split; value++) {
+        const Py_ssize_t c = value ? job->cv : job->ck, c0 = channel_of(job, s, value, 0);
+        float *d = rows + (value ? job->pk.vo : 0);
+        for (Py_ssize_t k0 = 0; k0 < c; k0 += CHANNEL_BLOCK) {
+            const Py_ssize_t width = (k0 + CHANNEL_BLOCK < c ? k0 + CHANNEL_BLOCK : c) - k0;
+            const Py_ssize_t f0 = b * st[0] + (c0 + k0) * st[2]; /* channel k0 at position 0 in the features */
+            Py_ssize_t l = 0;
+#ifdef NOAH_HAVE_AVX2
+            if (st[1] == 1) /* adjacent positions (NCHW): 8 x 8 blocks (rows are padded to 8 channels) */
+                for (; l + 8 <= length; l += 8) {
+                    if (x) pack_8x8(x + f0 + l, st[2], width, d + l * row + k0, row);
+                    else sum_dx_8x8(d + l * row + k0, row, stride, count, dx + f0 + l, st[2], width);
+                }
+#endif
+            for (; l < length; l++) {
+                for (Py_ssize_t k = 0; k < width; k++) {
+                    float *p = d + l * row + k0 + k;
+                    const Py_ssize_t f = f0 + l * st[1] + k * st[2];
+                    if (x) {
+                        *p = x[f];
+                    } else {
+                        float sum = *p;
+                        for (int t = 1; t < count; t++) sum += p[t * stride];
+                        dx[f] = sum;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* (images, length, channels) features with strides `st` into the packed layout (zero padding) and
+ * its position-tiled copy. */
+static void pack_features(const TrainJob *job, const float *x, const Py_ssize_t *st, float *packed, int threads) {
+    const Py_ssize_t floats = job->length * job->pk.row;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
 #endif
     for (Py_ssize_t b = 0; b < job->images; b++) {
         for (Py_ssize_t s = 0; s < job->pk.slices; s++) {
-            float *dst = packed + (s * job->images + b) * length * row;
-            memset(dst, 0, sizeof(float) * length * row);
-            for (int value = 0; value <= job->kv_split; value++) {
-                const Py_ssize_t c = value ? job->cv : job->ck, c0 = channel_of(job, s, value, 0);
-                float *d = dst + (value ? job->pk.vo : 0);
-                for (Py_ssize_t k0 = 0; k0 < c; k0 += CHANNEL_BLOCK) {
-                    const Py_ssize_t k1 = k0 + CHANNEL_BLOCK < c ? k0 + CHANNEL_BLOCK : c;
-                    Py_ssize_t l = 0;
-#ifdef NOAH_HAVE_AVX2
-                    if (st[1] == 1) /* adjacent positions (NCHW): 8 x 8 blocks (rows are padded to 8 channels) */
-                        for (; l + 8 <= length; l += 8)
-                            pack_8x8(x + b * st[0] + l + (c0 + k0) * st[2], st[2], k1 - k0, d + l * row + k0, row);
-#endif
-                    for (; l < length; l++) {
-                        const float *src = x + b * st[0] + l * st[1] + c0 * st[2];
-                        for (Py_ssize_t k = k0; k < k1; k++) d[l * row + k] = src[k * st[2]];
-                    }
-                }
-            }
+            float *rows = packed + (s * job->images + b) * floats;
+            memset(rows, 0, sizeof(float) * floats);
+            move_slice(job, b, s, st, x, rows, 0, 1, NULL);
             tile_image(job, s, b);
         }
     }
@@ -756,38 +792,14 @@ static void tile_features(const TrainJob *job, int threads) {
 }
 
 /* dx (strides `st`) = the sum of the per-thread packed-layout buffers, mapped back to channels. */
-static void sum_dx(const TrainJob *job, const float *buffers, int count, float *dx, const Py_ssize_t *st, int threads) {
-    const Py_ssize_t stride = packed_floats(job), row = job->pk.row, length = job->length;
+static void sum_dx(const TrainJob *job, float *buffers, int count, float *dx, const Py_ssize_t *st, int threads) {
+    const Py_ssize_t floats = job->length * job->pk.row;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
 #endif
-    for (Py_ssize_t b = 0; b < job->images; b++) {
-        for (Py_ssize_t s = 0; s < job->pk.slices; s++) {
-            const float *src = buffers + (s * job->images + b) * length * row;
-            for (int value = 0; value <= job->kv_split; value++) {
-                const Py_ssize_t c = value ? job->cv : job->ck, c0 = channel_of(job, s, value, 0);
-                const float *sv = src + (value ? job->pk.vo : 0);
-                for (Py_ssize_t k0 = 0; k0 < c; k0 += CHANNEL_BLOCK) {
-                    const Py_ssize_t k1 = k0 + CHANNEL_BLOCK < c ? k0 + CHANNEL_BLOCK : c;
-                    Py_ssize_t l = 0;
-#ifdef NOAH_HAVE_AVX2
-                    if (st[1] == 1) /* adjacent positions (NCHW): 8 x 8 blocks (rows are padded to 8 channels) */
-                        for (; l + 8 <= length; l += 8)
-                            sum_dx_8x8(sv + l * row + k0, row, stride, count, dx + b * st[0] + l + (c0 + k0) * st[2], st[2],
-                                       k1 - k0);
-#endif
-                    for (; l < length; l++) {
-                        float *out = dx + b * st[0] + l * st[1] + c0 * st[2];
-                        for (Py_ssize_t k = k0; k < k1; k++) {
-                            float sum = sv[l * row + k];
-                            for (int t = 1; t < count; t++) sum += sv[t * stride + l * row + k];
-                            out[k * st[2]] = sum;
-                        }
-                    }
-                }
-            }
-        }
-    }
+    for (Py_ssize_t b = 0; b < job->images; b++)
+        for (Py_ssize_t s = 0; s < job->pk.slices; s++)
+            move_slice(job, b, s, st, NULL, buffers + (s * job->images + b) * floats, packed_floats(job), count, dx);
 }
 
 /* ---- Python entry points -------------------------------------------------------------------- */
@@ -831,9 +843,7 @@ static int setup_job(TrainJob *job, const Config *cfg, Py_ssize_t images, Py_ssi
     job->cv = wv->shape[1];
     job->pk = packing(cfg->heads, job->ck, job->cv, job->head_split, job->kv_split);
     job->panels = (job->classes + NOAH_NR - 1) / NOAH_NR;
-    job->group = FORWARD_GROUP < job->panels ? FORWARD_GROUP : job->panels;
-    while (job->group > 1 && job->heads * ((job->panels + job->group - 1) / job->group) < 2 * cfg->threads) job->group--;
-    job->items = job->heads * ((job->panels + job->group - 1) / job->group);
+    use_group(job, forward_group(job, cfg->threads));
     job->image_block = IMAGE_BLOCK;
     job->key_scale = cfg->key_scale;
     job->keep_scale = cfg->keep_scale;
@@ -977,8 +987,7 @@ PyObject *noah_train_backward(PyObject *self, PyObject *args) {
     } else {
 #ifdef NOAH_HAVE_AVX2
         void *raw;
-        job.group = group;
-        job.items = job.heads * ((job.panels + group - 1) / group);
+        use_group(&job, group);
         /* with the first-level split and every thread's items whole blocks, the threads write
          * disjoint slices of dX: one shared buffer, nothing to add up */
         int shared = job.head_split;
