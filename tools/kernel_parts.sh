@@ -21,20 +21,21 @@ libdir=$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"
 version=$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("LDVERSION"))')
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
-flags=(-O3 -std=c11 -fno-math-errno -fopenmp -I"$here" -I"$csrc" -I"$include")
+flags=(-O3 -std=c11 -fno-math-errno -fopenmp -I"$csrc" -I"$include")
 link=(-L"$libdir" -lpython"$version" -lm -Wl,-rpath,"$libdir")
 if [ -z "$against" ]; then
     gcc "${flags[@]}" "$here/kernel_parts.c" -o "$build/kernel_parts" "${link[@]}"
 else
-    # one object per build: the kernel's Python entry points renamed so that both link
+    # one object per build, the kernel's Python entry points renamed so that both link; the new
+    # build's main runs the old build's rounds too
     for which in old new; do
-        source="$csrc/train.c"
-        [ "$which" = old ] && source="$against"
-        gcc "${flags[@]}" -c "$here/kernel_parts.c" -o "$build/$which.o" -DPARTS_LIBRARY \
+        source="$csrc/train.c" role=-DPARTS_AGAINST
+        [ "$which" = old ] && source="$against" role=-DPARTS_LIBRARY
+        gcc "${flags[@]}" -c "$here/kernel_parts.c" -o "$build/$which.o" "$role" \
             -DTRAIN_SOURCE="\"$source\"" -DPARTS_ROUND=parts_round_$which -Dnoah_train_forward=${which}_forward \
             -Dnoah_train_backward=${which}_backward -Dnoah_train_packed_shape=${which}_packed_shape
     done
-    gcc "${flags[@]}" "$here/kernel_parts_ab.c" "$build/old.o" "$build/new.o" -o "$build/kernel_parts" "${link[@]}"
+    gcc "${flags[@]}" "$build/old.o" "$build/new.o" -o "$build/kernel_parts" "${link[@]}"
 fi
 if [ $# -gt 0 ]; then
     "$build/kernel_parts" "$@"

@@ -793,13 +793,13 @@ static void tile_features(const TrainJob *job, int threads) {
 
 /* dx (strides `st`) = the sum of the per-thread packed-layout buffers, mapped back to channels. */
 static void sum_dx(const TrainJob *job, float *buffers, int count, float *dx, const Py_ssize_t *st, int threads) {
-    const Py_ssize_t floats = job->length * job->pk.row;
+    const Py_ssize_t floats = job->length * job->pk.row, stride = packed_floats(job);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
 #endif
     for (Py_ssize_t b = 0; b < job->images; b++)
         for (Py_ssize_t s = 0; s < job->pk.slices; s++)
-            move_slice(job, b, s, st, NULL, buffers + (s * job->images + b) * floats, packed_floats(job), count, dx);
+            move_slice(job, b, s, st, NULL, buffers + (s * job->images + b) * floats, stride, count, dx);
 }
 
 /* ---- Python entry points -------------------------------------------------------------------- */
