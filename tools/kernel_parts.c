@@ -127,9 +127,11 @@ static TrainJob make_job(const PartsShape *shape) {
     job.image_block = IMAGE_BLOCK;
     job.key_scale = 1.4426950408889634f;
     job.keep_scale = 1.0f;
-    float *features = random_floats(images * length * c, 1);
-    job.x = random_floats(packed_floats(&job), 2);
-    job.tiles = random_floats(tiled_floats(&job), 3);
+    job.x = random_floats(images * length * c, 1);
+    job.xs[0] = length * c;
+    job.xs[1] = 1; /* NCHW, as the Python side hands them over */
+    job.xs[2] = length;
+    job.tiles = random_floats(job.pk.slices * images * length * job.pk.tiled, 3);
     job.wk = random_floats(n * m * ck, 4);
     job.wv = random_floats(n * m * cv, 5);
     job.bv = random_floats(n * m, 6);
@@ -142,9 +144,7 @@ static TrainJob make_job(const PartsShape *shape) {
     job.need_dx = job.need_dw = 1;
     job.scratch_stride = ROUND_UP(scratch_floats(ck, cv, job.image_block * length, GROUP_MAX), 8);
     job.scratch = random_floats(job.scratch_stride, 13);
-    const Py_ssize_t strides[3] = {length * c, c, 1};
-    pack_features(&job, features, strides, (float *)job.x, 1);
-    free(features);
+    tile_features(&job, 1);
     return job;
 }
 

@@ -33,7 +33,8 @@ else
         [ "$which" = old ] && source="$against" role=-DPARTS_LIBRARY
         gcc "${flags[@]}" -c "$here/kernel_parts.c" -o "$build/$which.o" "$role" \
             -DTRAIN_SOURCE="\"$source\"" -DPARTS_ROUND=parts_round_$which -Dnoah_train_forward=${which}_forward \
-            -Dnoah_train_backward=${which}_backward -Dnoah_train_packed_shape=${which}_packed_shape
+            -Dnoah_train_backward=${which}_backward -Dnoah_train_tiles_shape=${which}_tiles_shape \
+            -Dnoah_train_packed_shape=${which}_packed_shape
     done
     gcc "${flags[@]}" "$build/old.o" "$build/new.o" -o "$build/kernel_parts" "${link[@]}"
 fi

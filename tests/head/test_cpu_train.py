@@ -289,8 +289,8 @@ def test_frozen_input_or_frozen_head(spy):
 
 @needs_kernel
 def test_saves_features_and_statistics_only():
-    """Saved for backward: the packed features (B*L*C floats, padded per block to a multiple of
-    8 channels) and two numbers per image, block and class -- not one (B, N, M, L) map."""
+    """Saved for backward: the input itself (no copy), its position-tiled copy (B*L*C floats) and
+    two numbers per image, block and class -- not one (B, N, M, L) map."""
     shape = (64, 500, 4, 0.5, 7, 7)
     fast, _ = heads_for(shape)
     b, c, m, n, length = 8, 64, 500, 4, 49
@@ -305,6 +305,7 @@ def test_saves_features_and_statistics_only():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         logits = fast(x)
+    assert saved.pop(x.untyped_storage().data_ptr()) == 4 * b * length * c  # x's own storage
     assert sum(saved.values()) == 4 * (b * length * c + 2 * b * n * m)
     assert sum(saved.values()) < 4 * b * n * m * length / 10
     logits.sum().backward()

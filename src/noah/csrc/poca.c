@@ -283,7 +283,7 @@ static PyMethodDef methods[] = {
      "C-contiguous (heads*M, ck) / (heads*M, cv); bias: (heads*M,); out: (images, M), contiguous\n"
      "rows, overwritten. threads: OpenMP threads (1 where built without OpenMP). Returns whether\n"
      "every logit is finite. AVX2+FMA only."},
-    {"train_packed_shape", noah_train_packed_shape, METH_VARARGS, NOAH_TRAIN_PACKED_SHAPE_DOC},
+    {"train_tiles_shape", noah_train_tiles_shape, METH_VARARGS, NOAH_TRAIN_TILES_SHAPE_DOC},
     {"train_forward", noah_train_forward, METH_VARARGS, NOAH_TRAIN_FORWARD_DOC},
     {"train_backward", noah_train_backward, METH_VARARGS, NOAH_TRAIN_BACKWARD_DOC},
     {NULL, NULL, 0, NULL},

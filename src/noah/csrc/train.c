@@ -18,7 +18,8 @@
  * sum_l dK = 0, so the key bias gets no gradient, and dX needs no term for the shift either.
  * Every matmul is a register-tile micro-kernel (up to 6 rows x 16 columns, broadcast-FMA, inner
  * loop unrolled 8 times): keys and values read a position-tiled copy of the features (the 5 or 6
- * positions of a tile adjacent, one stream per tile), the gradient matmuls the packed rows.
+ * positions of a tile adjacent, one stream per tile), dW the features themselves (any strides,
+ * image by image in one register tile), dX writes packed rows.
  *
  * Threads: PyTorch's OpenMP team. Forward items are handed out one at a time. Backward items are
  * split evenly and in order; the weight gradients of an item belong to one thread, and dX goes
@@ -26,13 +27,14 @@
  * whole blocks, to disjoint slices of one shared buffer. Either way the sums do not depend on
  * timing: the gradients are reproducible.
  *
- * The features are packed once per step into a block-major layout (slices x images x positions
- * x row: one slice per block with the first-level split, else one shared by all blocks; a row
- * holds the block's key channels, zero-padded to a multiple of 8, then its value channels
- * likewise, or only the shared channels without the second-level split; NCHW features by 8x8
- * register transposes). The caller keeps it for backward: O(images * positions * channels). The
- * position-tiled copy is built from it in each call (the same size, not kept). Dropout masks are
- * a hash of (seed, image, block, class, position), so backward regenerates them exactly.
+ * The forward writes the position-tiled copy of the features once per step (slices x images x
+ * positions x the block's channels: one slice per block with the first-level split, else one
+ * shared by all blocks); the caller keeps it and the features for backward: the same size as the
+ * features, which the caller holds anyway. dX is summed in a block-major packed layout (a row
+ * per position: the block's key channels, zero-padded to a multiple of 8, then its value channels
+ * likewise, or only the shared channels without the second-level split) and mapped back to the
+ * features' layout at the end (NCHW by 8x8 register transposes). Dropout masks are a hash of
+ * (seed, image, block, class, position), so backward regenerates them exactly.
  */
 #include "common.h"
 #include "train.h"
@@ -68,8 +70,8 @@ static unsigned long long part_cycles[PART_COUNT];
 #define IMAGE_BLOCK 2   /* images per matmul: longer inner loops for the weight gradients */
 
 
-/* The packed layout: `slices` x images x positions x `row` floats, value columns from `vo`.
- * The position-tiled copy (built per call, not kept): `slices` x images x positions x `tiled`. */
+/* dX's packed layout: `slices` x images x positions x `row` floats, value columns from `vo`.
+ * The position-tiled features: `slices` x images x positions x `tiled`. */
 typedef struct {
     Py_ssize_t slices, row, vo, tiled;
 } Packing;
@@ -115,8 +117,9 @@ static inline uint32_t class_key(uint64_t row, uint64_t seed) {
 }
 
 typedef struct {
-    const float *x;  /* packed features */
-    float *tiles;    /* the position-tiled copy (block_tiles) */
+    const float *x;    /* the features: images x positions x channels, strides xs (floats) */
+    Py_ssize_t xs[3];
+    float *tiles;      /* their position-tiled copy (block_tiles): the forward writes it, the backward reads it */
     Packing pk;
     int head_split, kv_split;
     const float *wk, *wv, *bv; /* (heads*classes, ck), (heads*classes, cv), (heads*classes,) */
@@ -151,7 +154,12 @@ static float *block_tiles(const TrainJob *job, Py_ssize_t n, Py_ssize_t b) {
     return job->tiles + ((job->head_split ? n : 0) * job->images + b) * job->length * job->pk.tiled;
 }
 
-static Py_ssize_t tiled_floats(const TrainJob *job) { return job->pk.slices * job->images * job->length * job->pk.tiled; }
+/* Channel of column k of slice s: keys (value = 0) or values (value = 1). */
+static Py_ssize_t channel_of(const TrainJob *job, Py_ssize_t s, int value, Py_ssize_t k) {
+    const Py_ssize_t blocks = job->head_split ? job->heads : 1;
+    if (!value) return s * job->ck + k;
+    return blocks * job->ck + s * job->cv + k;
+}
 
 /* Work items of `group` panels each: one per (block, panel group). */
 static void use_group(TrainJob *job, Py_ssize_t group) {
@@ -195,13 +203,17 @@ static Py_ssize_t forward_group(const TrainJob *job, int threads) {
 
 AVX2 static inline __attribute__((always_inline)) void tile_body(const int R, const int V, const float *a, Py_ssize_t row,
                                                                   Py_ssize_t col, const float *w, Py_ssize_t ldw,
-                                                                  Py_ssize_t inner, float *c, Py_ssize_t ldc, int accumulate) {
+                                                                  Py_ssize_t inner, Py_ssize_t segments, Py_ssize_t jump,
+                                                                  float *c, Py_ssize_t ldc, int accumulate) {
     T_ALL(T_INIT)
-    UNROLL_TILE
-    for (Py_ssize_t k = 0; k < inner; k++) {
-        const float *ak = a + k * col, *wk = w + k * ldw;
-        const __m256 b0 = _mm256_loadu_ps(wk), b1 = V > 1 ? _mm256_loadu_ps(wk + 8) : b0;
-        T_ALL(T_FMA)
+    for (Py_ssize_t s = 0; s < segments; s++) {
+        const float *as = a + s * jump, *ws = w + s * inner * ldw;
+        UNROLL_TILE
+        for (Py_ssize_t k = 0; k < inner; k++) {
+            const float *ak = as + k * col, *wk = ws + k * ldw;
+            const __m256 b0 = _mm256_loadu_ps(wk), b1 = V > 1 ? _mm256_loadu_ps(wk + 8) : b0;
+            T_ALL(T_FMA)
+        }
     }
     T_ALL(T_STORE)
 }
@@ -210,12 +222,14 @@ AVX2 static inline __attribute__((always_inline)) void tile_body(const int R, co
 #undef T_STORE
 #undef T_ALL
 
-typedef void (*TileFn)(const float *, Py_ssize_t, Py_ssize_t, const float *, Py_ssize_t, Py_ssize_t, float *, Py_ssize_t, int);
+typedef void (*TileFn)(const float *, Py_ssize_t, Py_ssize_t, const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                       float *, Py_ssize_t, int);
 
 #define TILE(R, V)                                                                                                      \
     AVX2 static void tile_##R##x##V(const float *a, Py_ssize_t row, Py_ssize_t col, const float *w, Py_ssize_t ldw,     \
-                                    Py_ssize_t inner, float *c, Py_ssize_t ldc, int accumulate) {                       \
-        tile_body(R, V, a, row, col, w, ldw, inner, c, ldc, accumulate);                                                \
+                                    Py_ssize_t inner, Py_ssize_t segments, Py_ssize_t jump, float *c, Py_ssize_t ldc,   \
+                                    int accumulate) {                                                                   \
+        tile_body(R, V, a, row, col, w, ldw, inner, segments, jump, c, ldc, accumulate);                                \
     }
 TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1)
 TILE(7, 1) TILE(8, 1) TILE(9, 1) TILE(10, 1) TILE(11, 1) TILE(12, 1)
@@ -268,24 +282,33 @@ static const TileFn tiles16[7] = {NULL, tile_1x2, tile_2x2, tile_3x2, tile_4x2, 
  * `most` rows (49 = 4 x 6 + 5 x 5, not 8 x 6 + 1: a tile with fewer than 8 accumulators cannot
  * hide the FMA latency). */
 AVX2 static void matmul_columns(const TileFn *fns, int most, Py_ssize_t j0, Py_ssize_t rows, const float *a, Py_ssize_t row,
-                                Py_ssize_t col, const float *w, Py_ssize_t ldw, Py_ssize_t inner, float *c, Py_ssize_t ldc,
-                                int accumulate) {
+                                Py_ssize_t col, const float *w, Py_ssize_t ldw, Py_ssize_t inner, Py_ssize_t segments,
+                                Py_ssize_t jump, float *c, Py_ssize_t ldc, int accumulate) {
     const Py_ssize_t count = (rows + most - 1) / most;
     for (Py_ssize_t t = 0, i = 0; t < count; t++) {
         const int r = (int)(rows / count + (t < rows % count));
-        fns[r](a + i * row, row, col, w + j0, ldw, inner, c + i * ldc + j0, ldc, accumulate);
+        fns[r](a + i * row, row, col, w + j0, ldw, inner, segments, jump, c + i * ldc + j0, ldc, accumulate);
         i += r;
     }
 }
 
-/* c[rows][cols] (+)= a[rows, inner] @ w[inner, cols] (cols a multiple of 8): tiles of 6 rows x
- * 16 columns, and 12 rows x 8 columns for an odd 8; a's rows are `row` apart and its inner
- * steps `col` apart. */
+/* c[rows][cols] (+)= a[rows, inner * segments] @ w[inner * segments, cols] (cols a multiple of
+ * 8): tiles of 6 rows x 16 columns, and 12 rows x 8 columns for an odd 8; a's rows are `row`
+ * apart, its inner steps `col` apart, and each segment of `inner` steps starts `jump` after the
+ * last one's start (w's rows are `ldw` apart throughout). */
+AVX2 static void matmul_segments(Py_ssize_t rows, Py_ssize_t cols, const float *a, Py_ssize_t row, Py_ssize_t col,
+                                 const float *w, Py_ssize_t ldw, Py_ssize_t inner, Py_ssize_t segments, Py_ssize_t jump,
+                                 float *c, Py_ssize_t ldc, int accumulate) {
+    Py_ssize_t j = 0;
+    for (; j + 16 <= cols; j += 16)
+        matmul_columns(tiles16, 6, j, rows, a, row, col, w, ldw, inner, segments, jump, c, ldc, accumulate);
+    if (j < cols) matmul_columns(tiles8, 12, j, rows, a, row, col, w, ldw, inner, segments, jump, c, ldc, accumulate);
+}
+
+/* matmul_segments with one segment. */
 AVX2 static void matmul(Py_ssize_t rows, Py_ssize_t cols, const float *a, Py_ssize_t row, Py_ssize_t col, const float *w,
                         Py_ssize_t ldw, Py_ssize_t inner, float *c, Py_ssize_t ldc, int accumulate) {
-    Py_ssize_t j = 0;
-    for (; j + 16 <= cols; j += 16) matmul_columns(tiles16, 6, j, rows, a, row, col, w, ldw, inner, c, ldc, accumulate);
-    if (j < cols) matmul_columns(tiles8, 12, j, rows, a, row, col, w, ldw, inner, c, ldc, accumulate);
+    matmul_segments(rows, cols, a, row, col, w, ldw, inner, 1, 0, c, ldc, accumulate);
 }
 
 /* ---- softmax terms ------------------------------------------------------------------------- */
@@ -564,7 +587,10 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
         for (Py_ssize_t i = 0; i < count; i++) dbv[i][0] = dbv[i][1] = _mm256_setzero_ps();
         for (Py_ssize_t b0 = 0; b0 < job->images; b0 += job->image_block) {
             const Py_ssize_t nb = block_images(job, b0), rows = nb * job->length;
-            const float *xb = block_rows(job, job->x, n, b0);
+            /* block n's key and value channels of image b0 at position 0 in the features */
+            const Py_ssize_t slice = job->head_split ? n : 0;
+            const float *xk = job->x + b0 * job->xs[0] + channel_of(job, slice, 0, 0) * job->xs[2];
+            const float *xv = job->x + b0 * job->xs[0] + channel_of(job, slice, job->kv_split, 0) * job->xs[2];
             for (Py_ssize_t i = 0; i < count; i++) {
                 const Py_ssize_t mi = m0 + i * NOAH_NR, width = panel_width(&grp, i);
                 PART_CLOCK(kv_start);
@@ -590,11 +616,12 @@ AVX2 static void backward_items(const TrainJob *job, Py_ssize_t i0, Py_ssize_t i
                 }
                 PART_ADD(t, PART_MAPS, maps_start);
                 PART_CLOCK(dw_start);
-                if (job->need_dw) { /* dW^T[channel][class] += X^T dK: rows = channels, inner = positions */
-                    matmul(ck, NOAH_NR, xb, 1, job->pk.row, p.kbuf + i * NOAH_NR, p.ld, rows, p.acck + i * ck * NOAH_NR,
-                           NOAH_NR, 1);
-                    matmul(cv, NOAH_NR, xb + job->pk.vo, 1, job->pk.row, p.vbuf + i * NOAH_NR, p.ld, rows,
-                           p.accv + i * cv * NOAH_NR, NOAH_NR, 1);
+                if (job->need_dw) { /* dW^T[channel][class] += X^T dK: rows = channels, inner = positions (per image) */
+                    const Py_ssize_t *xs = job->xs;
+                    matmul_segments(ck, NOAH_NR, xk, xs[2], xs[1], p.kbuf + i * NOAH_NR, p.ld, job->length, nb, xs[0],
+                                    p.acck + i * ck * NOAH_NR, NOAH_NR, 1);
+                    matmul_segments(cv, NOAH_NR, xv, xs[2], xs[1], p.vbuf + i * NOAH_NR, p.ld, job->length, nb, xs[0],
+                                    p.accv + i * cv * NOAH_NR, NOAH_NR, 1);
                 }
                 PART_ADD(t, PART_DW, dw_start);
             }
@@ -655,16 +682,9 @@ AVX2 static void run_items(const TrainJob *job, int backward, int threads) {
 
 #endif /* NOAH_HAVE_AVX2 */
 
-/* Channel of column k of slice s: keys (value = 0) or values (value = 1). */
-static Py_ssize_t channel_of(const TrainJob *job, Py_ssize_t s, int value, Py_ssize_t k) {
-    const Py_ssize_t blocks = job->head_split ? job->heads : 1;
-    if (!value) return s * job->ck + k;
-    return blocks * job->ck + s * job->cv + k;
-}
-
 #ifdef NOAH_HAVE_AVX2
-/* 8 channels of 4 <= r <= 8 packed rows (`row` apart) as 8 runs of r positions, one after another:
- * an 8x8 register transpose, each channel's 8 lanes stored over the previous one's spare lanes,
+/* 8 adjacent channels at 4 <= r <= 8 positions (`row` apart) as 8 runs of r positions, one
+ * after another: an 8x8 register transpose, each channel's 8 lanes stored over the previous one's spare lanes,
  * the last channel's r values one by one (nothing past the 8 runs is written). */
 AVX2 static void tile_8(const float *d, Py_ssize_t row, Py_ssize_t r, float *out) {
     __m256 v[8];
@@ -677,24 +697,23 @@ AVX2 static void tile_8(const float *d, Py_ssize_t row, Py_ssize_t r, float *out
 }
 #endif
 
-/* Slice s of image b's packed rows into its position-tiled copy. */
+/* Slice s of image b's features into its position-tiled copy. */
 static void tile_image(const TrainJob *job, Py_ssize_t s, Py_ssize_t b) {
-    const Py_ssize_t length = job->length, row = job->pk.row;
-    const float *rows = job->x + (s * job->images + b) * length * row;
+    const Py_ssize_t length = job->length, ps = job->xs[1], cs = job->xs[2];
     for (int value = 0; value <= job->kv_split; value++) {
         const Py_ssize_t c = value ? job->cv : job->ck;
-        const float *d = rows + (value ? job->pk.vo : 0);
+        const float *d = job->x + b * job->xs[0] + channel_of(job, s, value, 0) * cs;
         float *tiled = block_tiles(job, s, b) + (value ? length * job->ck : 0);
         for (Py_ssize_t t = 0; t < tile_count(length); t++) {
             const Py_ssize_t r = tile_rows(length, t), l0 = tile_start(length, t);
             float *out = tiled + l0 * c;
             Py_ssize_t k = 0;
 #ifdef NOAH_HAVE_AVX2
-            if (r >= 4) /* then channel 6's 8 lanes end within the 8 runs */
-                for (; k + 8 <= c; k += 8) tile_8(d + l0 * row + k, row, r, out + k * r);
+            if (cs == 1 && r >= 4) /* channels adjacent; with r >= 4 channel 6's 8 lanes end within the 8 runs */
+                for (; k + 8 <= c; k += 8) tile_8(d + l0 * ps + k, ps, r, out + k * r);
 #endif
             for (; k < c; k++)
-                for (Py_ssize_t i = 0; i < r; i++) out[k * r + i] = d[(l0 + i) * row + k];
+                for (Py_ssize_t i = 0; i < r; i++) out[k * r + i] = d[(l0 + i) * ps + k * cs];
         }
     }
 }
@@ -713,76 +732,41 @@ AVX2 static void sum_dx_8x8(const float *sv, Py_ssize_t row, Py_ssize_t stride, 
     transpose_8x8(r);
     for (Py_ssize_t k = 0; k < width; k++) _mm256_storeu_ps(out + k * cs, r[k]);
 }
-
-/* The reverse, for packing: the first `width` of 8 feature channels (`cs` apart, positions
- * adjacent) at 8 positions into 8 packed rows (`row` apart) of 8 columns, zeros past `width`. */
-AVX2 static void pack_8x8(const float *src, Py_ssize_t cs, Py_ssize_t width, float *d, Py_ssize_t row) {
-    __m256 r[8];
-    for (int k = 0; k < 8; k++) r[k] = k < width ? _mm256_loadu_ps(src + k * cs) : _mm256_setzero_ps();
-    transpose_8x8(r);
-    for (int i = 0; i < 8; i++) _mm256_storeu_ps(d + i * row, r[i]);
-}
 #endif
 
-/* Channels are moved 8 at a time over all positions (for NCHW features each channel's run of
- * positions stays in L1 while its 8 columns are written). */
+/* Channels are summed 8 at a time over all positions (for NCHW gradients each channel's run of
+ * positions stays in L1 while its 8 columns are read). */
 #define CHANNEL_BLOCK 8
 
-/* Image b's slice s between the features (strides `st`) and its packed rows `rows`: from `x` into
- * the rows (packing), or, with x NULL, from the sum of `count` packed buffers `stride` floats apart
- * (`rows` in the first) into `dx`. */
-static void move_slice(const TrainJob *job, Py_ssize_t b, Py_ssize_t s, const Py_ssize_t *st, const float *x, float *rows,
-                       Py_ssize_t stride, int count, float *dx) {
+/* Image b's slice s of dx (strides `st`) = the sum of `count` packed-layout buffers `stride`
+ * floats apart, `rows` the image's slice in the first. */
+static void sum_slice(const TrainJob *job, Py_ssize_t b, Py_ssize_t s, const Py_ssize_t *st, const float *rows,
+                      Py_ssize_t stride, int count, float *dx) {
     const Py_ssize_t row = job->pk.row, length = job->length;
     for (int value = 0; value <= job->kv_split; value++) {
         const Py_ssize_t c = value ? job->cv : job->ck, c0 = channel_of(job, s, value, 0);
-        float *d = rows + (value ? job->pk.vo : 0);
+        const float *d = rows + (value ? job->pk.vo : 0);
         for (Py_ssize_t k0 = 0; k0 < c; k0 += CHANNEL_BLOCK) {
             const Py_ssize_t width = (k0 + CHANNEL_BLOCK < c ? k0 + CHANNEL_BLOCK : c) - k0;
             const Py_ssize_t f0 = b * st[0] + (c0 + k0) * st[2]; /* channel k0 at position 0 in the features */
             Py_ssize_t l = 0;
 #ifdef NOAH_HAVE_AVX2
             if (st[1] == 1) /* adjacent positions (NCHW): 8 x 8 blocks (rows are padded to 8 channels) */
-                for (; l + 8 <= length; l += 8) {
-                    if (x) pack_8x8(x + f0 + l, st[2], width, d + l * row + k0, row);
-                    else sum_dx_8x8(d + l * row + k0, row, stride, count, dx + f0 + l, st[2], width);
-                }
+                for (; l + 8 <= length; l += 8) sum_dx_8x8(d + l * row + k0, row, stride, count, dx + f0 + l, st[2], width);
 #endif
             for (; l < length; l++) {
                 for (Py_ssize_t k = 0; k < width; k++) {
-                    float *p = d + l * row + k0 + k;
-                    const Py_ssize_t f = f0 + l * st[1] + k * st[2];
-                    if (x) {
-                        *p = x[f];
-                    } else {
-                        float sum = *p;
-                        for (int t = 1; t < count; t++) sum += p[t * stride];
-                        dx[f] = sum;
-                    }
+                    const float *p = d + l * row + k0 + k;
+                    float sum = *p;
+                    for (int t = 1; t < count; t++) sum += p[t * stride];
+                    dx[f0 + l * st[1] + k * st[2]] = sum;
                 }
             }
         }
     }
 }
 
-/* (images, length, channels) features with strides `st` into the packed layout (zero padding) and
- * its position-tiled copy. */
-static void pack_features(const TrainJob *job, const float *x, const Py_ssize_t *st, float *packed, int threads) {
-    const Py_ssize_t floats = job->length * job->pk.row;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-#endif
-    for (Py_ssize_t b = 0; b < job->images; b++) {
-        for (Py_ssize_t s = 0; s < job->pk.slices; s++) {
-            float *rows = packed + (s * job->images + b) * floats;
-            memset(rows, 0, sizeof(float) * floats);
-            move_slice(job, b, s, st, x, rows, 0, 1, NULL);
-            tile_image(job, s, b);
-        }
-    }
-}
-
-/* The position-tiled copy of every image, from the packed rows (backward: they were kept). */
+/* The position-tiled copy of every image's features (the forward's: the backward reads it). */
 static void tile_features(const TrainJob *job, int threads) {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
@@ -799,7 +783,7 @@ static void sum_dx(const TrainJob *job, float *buffers, int count, float *dx, co
 #endif
     for (Py_ssize_t b = 0; b < job->images; b++)
         for (Py_ssize_t s = 0; s < job->pk.slices; s++)
-            move_slice(job, b, s, st, NULL, buffers + (s * job->images + b) * floats, stride, count, dx);
+            sum_slice(job, b, s, st, buffers + (s * job->images + b) * floats, stride, count, dx);
 }
 
 /* ---- Python entry points -------------------------------------------------------------------- */
@@ -814,21 +798,22 @@ typedef struct {
 } Config;
 
 /* Fill `job` from the buffers shared by both entry points and check them; -1 with an exception. */
-static int setup_job(TrainJob *job, const Config *cfg, Py_ssize_t images, Py_ssize_t length, Py_ssize_t channels,
-                     const Py_buffer *packed, const Py_buffer *wk, const Py_buffer *wv, const Py_buffer *bv,
-                     const Py_buffer *stats) {
+static int setup_job(TrainJob *job, const Config *cfg, const Py_buffer *x, const Py_buffer *tiles, const Py_buffer *wk,
+                     const Py_buffer *wv, const Py_buffer *bv, const Py_buffer *stats) {
     if (!cpu_has_avx2()) {
         PyErr_SetString(PyExc_RuntimeError, "the NOAH training kernel needs an x86-64 CPU with AVX2 and FMA");
         return -1;
     }
-    const Py_buffer *contiguous[5] = {packed, wk, wv, bv, stats};
+    if (float_strides(x, 3, "x", job->xs) < 0) return -1;
+    const Py_buffer *contiguous[5] = {tiles, wk, wv, bv, stats};
     for (int i = 0; i < 5; i++) {
         if (!PyBuffer_IsContiguous(contiguous[i], 'C')) {
-            PyErr_SetString(PyExc_ValueError, "packed, wk, wv, bv and stats must be C-contiguous");
+            PyErr_SetString(PyExc_ValueError, "tiles, wk, wv, bv and stats must be C-contiguous");
             return -1;
         }
     }
-    if (packed->ndim != 4 || wk->ndim != 2 || wv->ndim != 2 || bv->ndim != 1 || stats->ndim != 4 || cfg->heads <= 0
+    const Py_ssize_t images = x->shape[0], length = x->shape[1], channels = x->shape[2];
+    if (tiles->ndim != 4 || wk->ndim != 2 || wv->ndim != 2 || bv->ndim != 1 || stats->ndim != 4 || cfg->heads <= 0
         || cfg->threads < 1 || cfg->threshold > (1u << 24)) {
         PyErr_SetString(PyExc_ValueError, "NOAH training kernel: wrong dimensions, heads, threads or threshold");
         return -1;
@@ -849,7 +834,8 @@ static int setup_job(TrainJob *job, const Config *cfg, Py_ssize_t images, Py_ssi
     job->keep_scale = cfg->keep_scale;
     job->threshold = cfg->threshold;
     job->seed = cfg->seed;
-    job->x = packed->buf;
+    job->x = x->buf;
+    job->tiles = tiles->buf;
     job->wk = wk->buf;
     job->wv = wv->buf;
     job->bv = bv->buf;
@@ -859,8 +845,8 @@ static int setup_job(TrainJob *job, const Config *cfg, Py_ssize_t images, Py_ssi
     if (job->classes <= 0 || wk->shape[0] != cfg->heads * job->classes || wv->shape[0] != wk->shape[0]
         || bv->shape[0] != wk->shape[0] || job->ck <= 0 || job->cv <= 0 || images <= 0 || length <= 0
         || (!job->kv_split && job->ck != job->cv) || channels != expected
-        || packed->shape[0] != job->pk.slices || packed->shape[1] != images || packed->shape[2] != length
-        || packed->shape[3] != job->pk.row || stats->shape[0] != 2 || stats->shape[1] != images
+        || tiles->shape[0] != job->pk.slices || tiles->shape[1] != images || tiles->shape[2] != length
+        || tiles->shape[3] != job->pk.tiled || stats->shape[0] != 2 || stats->shape[1] != images
         || stats->shape[2] != cfg->heads || stats->shape[3] != job->classes) {
         PyErr_SetString(PyExc_ValueError, "NOAH training kernel: inconsistent shapes");
         return -1;
@@ -881,16 +867,16 @@ static float *alloc_scratch(TrainJob *job, int threads, Py_ssize_t extra, void *
     return aligned + threads * job->scratch_stride;
 }
 
-PyObject *noah_train_packed_shape(PyObject *self, PyObject *args) {
+PyObject *noah_train_tiles_shape(PyObject *self, PyObject *args) {
     Py_ssize_t images, length, heads, ck, cv;
     int head_split, kv_split;
     if (!PyArg_ParseTuple(args, "nnnnnpp", &images, &length, &heads, &ck, &cv, &head_split, &kv_split)) return NULL;
     if (images < 0 || length <= 0 || heads <= 0 || ck <= 0 || cv <= 0) {
-        PyErr_SetString(PyExc_ValueError, "train_packed_shape: sizes must be positive");
+        PyErr_SetString(PyExc_ValueError, "train_tiles_shape: sizes must be positive");
         return NULL;
     }
     Packing p = packing(heads, ck, cv, head_split, kv_split);
-    return Py_BuildValue("(nnnn)", p.slices, images, length, p.row);
+    return Py_BuildValue("(nnnn)", p.slices, images, length, p.tiled);
 }
 
 PyObject *noah_train_forward(PyObject *self, PyObject *args) {
@@ -900,7 +886,7 @@ PyObject *noah_train_forward(PyObject *self, PyObject *args) {
                           &cfg.heads, &cfg.head_split, &cfg.kv_split, &cfg.threshold, &cfg.keep_scale, &cfg.seed,
                           &cfg.threads, &cfg.key_scale))
         return NULL;
-    static const char *names[7] = {"x", "packed", "wk", "wv", "bv", "stats", "logits"};
+    static const char *names[7] = {"x", "tiles", "wk", "wv", "bv", "stats", "logits"};
     Py_buffer views[7];
     for (int i = 0; i < 7; i++) {
         if (get_float_buffer(objs[i], &views[i], i == 1 || i >= 5, names[i]) < 0) {
@@ -909,26 +895,21 @@ PyObject *noah_train_forward(PyObject *self, PyObject *args) {
         }
     }
     PyObject *result = NULL;
-    Py_ssize_t sx[3];
     TrainJob job = {0};
-    Py_buffer *x = &views[0], *logits = &views[6];
-    if (float_strides(x, 3, "x", sx) < 0) {
-    } else if (setup_job(&job, &cfg, x->shape[0], x->shape[1], x->shape[2], &views[1], &views[2], &views[3], &views[4],
-                         &views[5]) < 0) {
+    Py_buffer *logits = &views[6];
+    if (setup_job(&job, &cfg, &views[0], &views[1], &views[2], &views[3], &views[4], &views[5]) < 0) {
     } else if (logits->ndim != 2 || logits->shape[0] != job.images || logits->shape[1] != job.classes
                || !PyBuffer_IsContiguous(logits, 'C')) {
         PyErr_SetString(PyExc_ValueError, "train_forward: logits must be C-contiguous (images, classes)");
     } else {
 #ifdef NOAH_HAVE_AVX2
         void *raw;
-        float *tiles = alloc_scratch(&job, cfg.threads, tiled_floats(&job), &raw);
-        if (tiles != NULL) {
+        if (alloc_scratch(&job, cfg.threads, 0, &raw) != NULL) {
             int finite = 1;
-            job.tiles = tiles;
             float *out = logits->buf;
             const Py_ssize_t plane = job.images * job.heads * job.classes;
             Py_BEGIN_ALLOW_THREADS
-            pack_features(&job, x->buf, sx, views[1].buf, cfg.threads);
+            tile_features(&job, cfg.threads);
             run_items(&job, 0, cfg.threads);
             for (Py_ssize_t b = 0; b < job.images; b++) {
                 for (Py_ssize_t m = 0; m < job.classes; m++) {
@@ -949,38 +930,38 @@ PyObject *noah_train_forward(PyObject *self, PyObject *args) {
 }
 
 PyObject *noah_train_backward(PyObject *self, PyObject *args) {
-    PyObject *objs[10];
+    PyObject *objs[11];
     Config cfg;
-    Py_ssize_t channels, group;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOnnppIfKifn", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
-                          &objs[6], &objs[7], &objs[8], &objs[9], &channels, &cfg.heads, &cfg.head_split, &cfg.kv_split,
+    Py_ssize_t group;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOnppIfKifn", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
+                          &objs[6], &objs[7], &objs[8], &objs[9], &objs[10], &cfg.heads, &cfg.head_split, &cfg.kv_split,
                           &cfg.threshold, &cfg.keep_scale, &cfg.seed, &cfg.threads, &cfg.key_scale, &group))
         return NULL;
-    static const char *names[10] = {"packed", "wk", "wv", "bv", "stats", "grad", "dx", "dwk", "dwv", "dbv"};
-    Py_buffer views[10];
-    int held[10] = {0};
+    static const char *names[11] = {"x", "tiles", "wk", "wv", "bv", "stats", "grad", "dx", "dwk", "dwv", "dbv"};
+    Py_buffer views[11];
+    int held[11] = {0};
     PyObject *result = NULL;
     TrainJob job = {0};
     Py_ssize_t sdx[3] = {0, 0, 0};
-    for (int i = 0; i < 10; i++) {
-        if ((i == 6 || i == 7 || i == 8) && objs[i] == Py_None) continue; /* dx, dwk, dwv: not needed */
-        if (get_float_buffer(objs[i], &views[i], i >= 6, names[i]) < 0) goto done;
+    for (int i = 0; i < 11; i++) {
+        if ((i == 7 || i == 8 || i == 9) && objs[i] == Py_None) continue; /* dx, dwk, dwv: not needed */
+        if (get_float_buffer(objs[i], &views[i], i >= 7, names[i]) < 0) goto done;
         held[i] = 1;
     }
-    Py_buffer *packed = &views[0], *grad = &views[5], *dx = &views[6], *dwk = &views[7], *dwv = &views[8], *dbv = &views[9];
-    job.need_dx = held[6];
-    job.need_dw = held[7] && held[8];
-    if (held[7] != held[8] || group < 1 || group > GROUP_MAX) {
+    Py_buffer *grad = &views[6], *dx = &views[7], *dwk = &views[8], *dwv = &views[9], *dbv = &views[10];
+    job.need_dx = held[7];
+    job.need_dw = held[8] && held[9];
+    if (held[8] != held[9] || group < 1 || group > GROUP_MAX) {
         PyErr_SetString(PyExc_ValueError, "train_backward: give both dwk and dwv or neither, and 1 <= group <= 8");
     } else if (job.need_dx && float_strides(dx, 3, "dx", sdx) < 0) {
-    } else if (setup_job(&job, &cfg, packed->ndim == 4 ? packed->shape[1] : 0, packed->ndim == 4 ? packed->shape[2] : 0,
-                         channels, packed, &views[1], &views[2], &views[3], &views[4]) < 0) {
+    } else if (setup_job(&job, &cfg, &views[0], &views[1], &views[2], &views[3], &views[4], &views[5]) < 0) {
     } else if (grad->ndim != 2 || grad->shape[0] != job.images || grad->shape[1] != job.classes
                || !PyBuffer_IsContiguous(grad, 'C') || dbv->ndim != 1 || dbv->shape[0] != job.heads * job.classes
                || !PyBuffer_IsContiguous(dbv, 'C')
-               || (job.need_dx && (dx->shape[0] != job.images || dx->shape[1] != job.length || dx->shape[2] != channels))
-               || (job.need_dw && (dwk->ndim != 2 || dwv->ndim != 2 || dwk->shape[0] != views[1].shape[0]
-                                   || dwk->shape[1] != job.ck || dwv->shape[0] != views[2].shape[0]
+               || (job.need_dx && (dx->shape[0] != job.images || dx->shape[1] != job.length
+                                   || dx->shape[2] != views[0].shape[2]))
+               || (job.need_dw && (dwk->ndim != 2 || dwv->ndim != 2 || dwk->shape[0] != views[2].shape[0]
+                                   || dwk->shape[1] != job.ck || dwv->shape[0] != views[3].shape[0]
                                    || dwv->shape[1] != job.cv || !PyBuffer_IsContiguous(dwk, 'C')
                                    || !PyBuffer_IsContiguous(dwv, 'C')))) {
         PyErr_SetString(PyExc_ValueError, "train_backward: grad, dx, dwk, dwv or dbv has the wrong shape or layout");
@@ -994,16 +975,14 @@ PyObject *noah_train_backward(PyObject *self, PyObject *args) {
         for (int t = 1; t < cfg.threads; t++) shared &= (job.items * t / cfg.threads) % (job.items / job.heads) == 0;
         job.dx_stride = job.need_dx && !shared ? packed_floats(&job) : 0;
         const int dx_buffers = !job.need_dx ? 0 : shared ? 1 : cfg.threads;
-        float *buffers = alloc_scratch(&job, cfg.threads, dx_buffers * packed_floats(&job) + tiled_floats(&job), &raw);
+        float *buffers = alloc_scratch(&job, cfg.threads, dx_buffers * packed_floats(&job), &raw);
         if (buffers != NULL) {
-            job.tiles = buffers + dx_buffers * packed_floats(&job);
             job.grad = grad->buf;
             job.dx = buffers;
             job.dwk = job.need_dw ? dwk->buf : NULL;
             job.dwv = job.need_dw ? dwv->buf : NULL;
             job.dbv = dbv->buf;
             Py_BEGIN_ALLOW_THREADS
-            tile_features(&job, cfg.threads);
             run_items(&job, 1, cfg.threads);
             if (job.need_dx) sum_dx(&job, buffers, dx_buffers, dx->buf, sdx, cfg.threads);
             Py_END_ALLOW_THREADS
@@ -1013,7 +992,7 @@ PyObject *noah_train_backward(PyObject *self, PyObject *args) {
 #endif
     }
 done:
-    for (int i = 0; i < 10; i++)
+    for (int i = 0; i < 11; i++)
         if (held[i]) PyBuffer_Release(&views[i]);
     return result;
 }

@@ -3,12 +3,13 @@
 :class:`FusedTrainPOCA` is a custom autograd function over the compiled ``noah._poca``
 (``src/noah/csrc/train.c``). Its forward computes the logits in one pass over keys and values
 (exact max-subtracted softmax, so no exponential can overflow) and keeps for backward only the
-features (packed channels-last, ``O(B*C*L)``) and two numbers per image, block and class -- the
-softmax normaliser and the block's pooled output (``O(B*N*M)``) -- never a ``(B, N, M, L)``
-map. Its backward recomputes keys and values a 16-class panel at a time and turns them into
-``dX``, ``dWk``, ``dWv`` and ``dbv`` in the same pass (the FlashAttention pattern: with
-``A = softmax(K)`` and ``y`` the pooled output, ``dV = A*g``, ``dK = A*(V - y)*g``). The key
-bias gets an exact zero gradient: softmax ignores a per-class shift.
+features (``x`` itself where it is NCHW-contiguous, else an NCHW copy, and the position-tiled
+copy its matmuls read: ``O(B*C*L)``) and two numbers per image, block and class -- the softmax
+normaliser and the block's pooled output (``O(B*N*M)``) -- never a ``(B, N, M, L)`` map. Its
+backward recomputes keys and values a 16-class panel at a time and turns them into ``dX``,
+``dWk``, ``dWv`` and ``dbv`` in the same pass (the FlashAttention pattern: with ``A = softmax(K)``
+and ``y`` the pooled output, ``dV = A*g``, ``dK = A*(V - y)*g``). The key bias gets an exact zero
+gradient: softmax ignores a per-class shift.
 
 Dropout on the values is a hash of (seed, image, block, class, position) -- keep where
 ``hash >> 8 >= round(p * 2^24)``, scale by ``1/(1-p)`` -- regenerated in backward; the seed is
@@ -88,7 +89,8 @@ class FusedTrainPOCA(torch.autograd.Function):
     ``forward(x, wk, bk, wv, bv, layout, threshold, keep_scale, seed)``: ``x`` ``(B, C, H, W)``
     float32 CPU features in any layout, the head's ``query``/``value`` conv parameters, a
     :class:`Layout`, and the dropout parameters (:func:`dropout_threshold`, ``seed`` < 2^64).
-    ``bk`` only receives its (zero) gradient.
+    ``bk`` only receives its (zero) gradient. Returns the logits and a 0-d bool tensor, true when
+    every logit is finite (the kernel checks as it writes them; not differentiable).
     """
 
     @staticmethod
@@ -96,24 +98,29 @@ class FusedTrainPOCA(torch.autograd.Function):
         b, c, h, w = x.shape
         wk2, wv2, bv1 = _matrix(wk), _matrix(wv), bv.detach().contiguous()
         classes = wk2.shape[0] // layout.heads
-        packed = x.new_empty(_poca.train_packed_shape(b, h * w, layout.heads, wk2.shape[1], wv2.shape[1], *layout[1:]))
+        # dW reads 6 channels' runs of positions at a time: cheap in NCHW, while channels-last rows
+        # C floats apart fall into few L1 sets (C = 512: 2 KB), so other layouts are copied to NCHW
+        rows = feature_rows(x if x.is_contiguous() else x.contiguous())
+        tiles = x.new_empty(_poca.train_tiles_shape(b, h * w, layout.heads, wk2.shape[1], wv2.shape[1], *layout[1:]))
         stats = x.new_empty(2, b, layout.heads, classes)
         logits = x.new_empty(b, classes)
         threads = threads_for(layout.heads * b * h * w * classes)
-        _poca.train_forward(
-            *_numpy(feature_rows(x), packed, wk2, wv2, bv1, stats, logits), *layout, threshold, keep_scale, seed,
+        finite = _poca.train_forward(
+            *_numpy(rows, tiles, wk2, wv2, bv1, stats, logits), *layout, threshold, keep_scale, seed,
             threads, LOG2E,
         )
-        ctx.save_for_backward(packed, stats, wk, wv, bv)
+        ctx.save_for_backward(rows, tiles, stats, wk, wv, bv)
         ctx.config = (layout, threshold, keep_scale, seed, threads)
         # the gradient comes back in x's layout where its channels are adjacent
         ctx.x_meta = (x.shape, x.stride(1) == 1 and h * w > 1)
-        return logits
+        all_finite = torch.tensor(finite)
+        ctx.mark_non_differentiable(all_finite)
+        return logits, all_finite
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_logits):  # type: ignore[override]
-        packed, stats, wk, wv, bv = ctx.saved_tensors
+    def backward(ctx, grad_logits, _grad_finite):  # type: ignore[override]
+        rows, tiles, stats, wk, wv, bv = ctx.saved_tensors
         layout, threshold, keep_scale, seed, threads = ctx.config
         shape, channels_last = ctx.x_meta
         need_x, need_wk, need_bk, need_wv, _ = ctx.needs_input_grad[:5]
@@ -126,9 +133,9 @@ class FusedTrainPOCA(torch.autograd.Function):
             dwk, dwv = torch.empty_like(wk2), torch.empty_like(wv2)
         dbv = torch.empty(bv.shape)
         _poca.train_backward(
-            *_numpy(packed, wk2, wv2, bv.detach().contiguous(), stats, grad_logits.float().contiguous()),
+            *_numpy(rows, tiles, wk2, wv2, bv.detach().contiguous(), stats, grad_logits.float().contiguous()),
             *_numpy(None if dx is None else feature_rows(dx), dwk, dwv, dbv),
-            shape[1], *layout, threshold, keep_scale, seed, threads, LOG2E, GROUP,
+            *layout, threshold, keep_scale, seed, threads, LOG2E, GROUP,
         )
         return (
             dx,
@@ -148,11 +155,11 @@ def fused_train_logits(head: Any, x: torch.Tensor) -> torch.Tensor | None:
     # the dropout seed comes from the global RNG, so torch.manual_seed makes it reproducible
     seed = int(torch.randint(0, 2**62, (), device="cpu")) if p > 0.0 else 0
     threshold, keep_scale = dropout_threshold(p)
-    logits = FusedTrainPOCA.apply(
+    logits, all_finite = FusedTrainPOCA.apply(
         x, head.query.weight, head.query.bias, head.value.weight, head.value.bias, Layout.of(head), threshold,
         keep_scale, seed,
     )
-    return logits if bool(torch.isfinite(logits.detach()).all()) else None
+    return logits if bool(all_finite) else None
 
 
 def _applies(head: Any, x: torch.Tensor, call: Call) -> bool:
