@@ -2,8 +2,8 @@
 # Build tools/kernel_parts.c against this tree's src/noah/csrc/train.c and run it: for the two head
 # shapes of issue 9's target (ResNet18's and MobileNetV2 x0.35's) or for the arguments given
 # (C M N KEY_RATIO H W [BATCH [REPEATS]]). With --against OLD_TRAIN_C, another version of train.c
-# (one with the PART_* macros and use_group; its common.h and train.h are taken from beside it if
-# there, else from this tree) runs in the same process, rounds alternating, and each part gets a
+# (one with the PART_* macros, use_group and the features read through TrainJob.xs, as from commit
+# 066a253; its common.h and train.h are taken from beside it if there, else from this tree) runs in the same process, rounds alternating, and each part gets a
 # new/old ratio:
 #   git show HEAD~1:src/noah/csrc/train.c > /tmp/old/train.c && tools/kernel_parts.sh --against /tmp/old/train.c
 # Needs gcc and Python's headers and shared library (train.c's entry points link against it).
@@ -33,8 +33,7 @@ else
         [ "$which" = old ] && source="$against" role=-DPARTS_LIBRARY
         gcc "${flags[@]}" -c "$here/kernel_parts.c" -o "$build/$which.o" "$role" \
             -DTRAIN_SOURCE="\"$source\"" -DPARTS_ROUND=parts_round_$which -Dnoah_train_forward=${which}_forward \
-            -Dnoah_train_backward=${which}_backward -Dnoah_train_tiles_shape=${which}_tiles_shape \
-            -Dnoah_train_packed_shape=${which}_packed_shape
+            -Dnoah_train_backward=${which}_backward -Dnoah_train_tiles_shape=${which}_tiles_shape
     done
     gcc "${flags[@]}" "$build/old.o" "$build/new.o" -o "$build/kernel_parts" "${link[@]}"
 fi

@@ -682,22 +682,8 @@ AVX2 static void run_items(const TrainJob *job, int backward, int threads) {
 
 #endif /* NOAH_HAVE_AVX2 */
 
-#ifdef NOAH_HAVE_AVX2
-/* 8 adjacent channels at 4 <= r <= 8 positions (`row` apart) as 8 runs of r positions, one
- * after another: an 8x8 register transpose, each channel's 8 lanes stored over the previous one's spare lanes,
- * the last channel's r values one by one (nothing past the 8 runs is written). */
-AVX2 static void tile_8(const float *d, Py_ssize_t row, Py_ssize_t r, float *out) {
-    __m256 v[8];
-    for (int i = 0; i < 8; i++) v[i] = i < r ? _mm256_loadu_ps(d + i * row) : _mm256_setzero_ps();
-    transpose_8x8(v);
-    for (int k = 0; k < 7; k++) _mm256_storeu_ps(out + k * r, v[k]);
-    _Alignas(32) float last[8];
-    _mm256_store_ps(last, v[7]);
-    for (Py_ssize_t i = 0; i < r; i++) out[7 * r + i] = last[i];
-}
-#endif
-
-/* Slice s of image b's features into its position-tiled copy. */
+/* Slice s of image b's features into its position-tiled copy (any strides; from NCHW, as
+ * noah.head.cpu_train hands them over, each channel's r positions are one contiguous run). */
 static void tile_image(const TrainJob *job, Py_ssize_t s, Py_ssize_t b) {
     const Py_ssize_t length = job->length, ps = job->xs[1], cs = job->xs[2];
     for (int value = 0; value <= job->kv_split; value++) {
@@ -707,12 +693,7 @@ static void tile_image(const TrainJob *job, Py_ssize_t s, Py_ssize_t b) {
         for (Py_ssize_t t = 0; t < tile_count(length); t++) {
             const Py_ssize_t r = tile_rows(length, t), l0 = tile_start(length, t);
             float *out = tiled + l0 * c;
-            Py_ssize_t k = 0;
-#ifdef NOAH_HAVE_AVX2
-            if (cs == 1 && r >= 4) /* channels adjacent; with r >= 4 channel 6's 8 lanes end within the 8 runs */
-                for (; k + 8 <= c; k += 8) tile_8(d + l0 * ps + k, ps, r, out + k * r);
-#endif
-            for (; k < c; k++)
+            for (Py_ssize_t k = 0; k < c; k++)
                 for (Py_ssize_t i = 0; i < r; i++) out[k * r + i] = d[(l0 + i) * ps + k * cs];
         }
     }

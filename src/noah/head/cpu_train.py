@@ -100,7 +100,7 @@ class FusedTrainPOCA(torch.autograd.Function):
         classes = wk2.shape[0] // layout.heads
         # dW reads 6 channels' runs of positions at a time: cheap in NCHW, while channels-last rows
         # C floats apart fall into few L1 sets (C = 512: 2 KB), so other layouts are copied to NCHW
-        rows = feature_rows(x if x.is_contiguous() else x.contiguous())
+        rows = feature_rows(x.contiguous())
         tiles = x.new_empty(_poca.train_tiles_shape(b, h * w, layout.heads, wk2.shape[1], wv2.shape[1], *layout[1:]))
         stats = x.new_empty(2, b, layout.heads, classes)
         logits = x.new_empty(b, classes)
