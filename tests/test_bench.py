@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 
-from noah.bench import DEFAULT_SHAPES, HeadShape, parse_shape
+from noah.bench import DEFAULT_SHAPES, HeadShape, Timings, parse_shape, time_interleaved
 from noah.cli import main
 from noah.errors import ConfigError
 from noah.head import cpu_kernel, cpu_train
@@ -29,6 +30,27 @@ def test_parse_shape():
 def test_parse_shape_rejects_bad_input(text):
     with pytest.raises(ConfigError):
         parse_shape(text)
+
+
+def test_interleaved_runs_alternate_their_order():
+    calls = []
+    t = time_interleaved({k: (lambda k=k: calls.append(k)) for k in "abc"}, warmup=1, repeats=3, device=torch.device("cpu"))
+    # warm-up in order, then forward, reversed, forward: no function always follows the same one
+    assert "".join(calls) == "abc" + "abc" + "cba" + "abc"
+    assert all(len(t.samples[k]) == 3 for k in "abc")
+
+
+def test_ratios_are_read_repeat_by_repeat():
+    # the machine slows down over the run: b is always half of a in its own repeat, though the
+    # ratio of the medians (6 / 2 = 3) says otherwise
+    t = Timings({"a": [2.0, 4.0, 6.0, 8.0, 10.0], "b": [1.0, 2.0, 2.0, 4.0, 5.0]})
+    assert t.median("a") == 6.0 and t.median("b") == 2.0
+    assert t.ratios("a", "b") == [2.0, 2.0, 3.0, 2.0, 2.0]
+    assert t.ratio("a", "b") == 2.0
+    assert t.ratio_quartiles("a", "b") == (2.0, 2.0)
+    spread = Timings({"a": [1.0, 2.0, 3.0, 4.0], "b": [1.0, 1.0, 1.0, 1.0]})
+    assert spread.ratio_quartiles("a", "b") == pytest.approx((1.75, 3.25))
+    assert Timings({"a": [3.0], "b": [2.0]}).ratio_quartiles("a", "b") == (1.5, 1.5)
 
 
 def test_head_only_writes_csv_and_markdown(tmp_path, capsys):
@@ -73,6 +95,7 @@ def test_training_run_writes_csv_and_markdown(tmp_path):
     for key in ("step_base_ms", "step_noah_ms"):
         assert float(row[key]) > 0
     assert float(row["train_overhead_%"]) == pytest.approx((float(row["step_noah_ms"]) / float(row["step_base_ms"]) - 1) * 100, rel=1e-3)
+    assert float(row["overhead_q1_%"]) <= float(row["train_overhead_%"]) <= float(row["overhead_q3_%"])
     # with the compiled training kernel, the NOAH model is also timed with it disabled
     assert ("step_noah_torch_ms" in row) == cpu_train.train_available()
     assert "| resnet18 | 2 |" in (tmp_path / "train.md").read_text()
@@ -89,6 +112,7 @@ def test_head_training_against_the_training_floor(tmp_path):
         for key in ("floor_ms", "fast_ms", "plain_ms", "lean_ms"):
             assert float(row[key]) > 0
         assert float(row["fast/floor"]) == pytest.approx(float(row["fast_ms"]) / float(row["floor_ms"]), rel=1e-3)
+        assert float(row["fast/floor_q1"]) <= float(row["fast/floor"]) <= float(row["fast/floor_q3"])
         assert ("fast_torch_ms" in row) == cpu_train.train_available()
     assert "NOAH head alone, training" in (tmp_path / "head_train.md").read_text()
 

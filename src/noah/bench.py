@@ -6,7 +6,9 @@ Three modes, each printing a table and (with ``--output DIR``) writing CSV and M
   and the NOAH model and measure parameters, multiply-adds (torch's FLOP counter, MACs =
   FLOPs / 2, at batch 1), single-thread batch-1 latency and throughput at ``--batch-size`` on
   ``--device``, with the NOAH/baseline overhead. Baseline and NOAH runs alternate inside each
-  repeat and the medians are reported, so load on a shared machine hits both alike.
+  repeat (in reverse order every other repeat); times are medians over the repeats, and ratios
+  and overheads the median of the per-repeat ratios, so load on a shared machine hits both alike
+  and its drift over the run cancels out.
 * ``--head-only`` -- for head shapes ``C,M,N,r,H,W`` (``--shapes``): inference time of the fast
   head, the plain formulation and the "matmul floor", one dense ``(B*L, C) @ (C, M)`` matmul with
   the same multiply-add count, interleaved in one process; plus one training step (forward +
@@ -18,8 +20,8 @@ Three modes, each printing a table and (with ``--output DIR``) writing CSV and M
 
 * ``--train`` -- for the paper's models (or ``--models``): one SGD step (forward, cross-entropy,
   backward, optimizer step) of the GAP baseline and of the NOAH model in train mode, interleaved,
-  medians; where the compiled kernel is in use, also of the NOAH model with it disabled
-  (``noah_torch``: the PyTorch autograd path).
+  with the overhead's quartiles over the repeats; where the compiled kernel is in use, also of
+  the NOAH model with it disabled (``noah_torch``: the PyTorch autograd path).
 * ``--train --head-only`` -- forward + backward of the head alone beside the "training floor",
   the three dense matmuls a linear layer with the same multiply-adds needs for forward and
   backward (``X @ W``, ``dY @ W^T``, ``X^T @ dY`` with ``X`` ``(B*L, C)``, ``W`` ``(C, M)``).
@@ -128,7 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=int, default=None, help="input side for model runs (default: each model's)")
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs; medians are reported (default 10)")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed runs; medians of times and of per-repeat ratios are reported (default 10)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for throughput/head timings (default: torch's)")
     parser.add_argument("--no-latency", action="store_true", help="skip the single-thread batch-1 latency")
     parser.add_argument("--no-train", action="store_true", help="--head-only: skip the training-step timings")
@@ -154,20 +157,57 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function, the functions alternating within every repeat."""
+class Timings:
+    """Seconds per call of each timed function, one sample per repeat: ``samples[name][i]`` is
+    repeat ``i``'s. Ratios are read repeat by repeat (each call against its neighbour in the same
+    repeat), so a shared machine's drift over the run cancels out of them."""
+
+    def __init__(self, samples: dict[str, list[float]]) -> None:
+        self.samples = samples
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.samples[name])
+
+    def ratios(self, a: str, b: str) -> list[float]:
+        """``a / b`` in every repeat."""
+        return [x / y for x, y in zip(self.samples[a], self.samples[b])]
+
+    def ratio(self, a: str, b: str) -> float:
+        """The median of the per-repeat ratios ``a / b``."""
+        return statistics.median(self.ratios(a, b))
+
+    def ratio_quartiles(self, a: str, b: str) -> tuple[float, float]:
+        """First and third quartiles of the per-repeat ratios ``a / b`` (both the ratio itself
+        with a single repeat)."""
+        ratios = self.ratios(a, b)
+        if len(ratios) < 2:
+            return ratios[0], ratios[0]
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        return q1, q3
+
+
+def _how_read(repeats: int, warmup: int) -> str:
+    """How a table's times and ratios were read, for its notes."""
+    return (f"{repeats} interleaved repeats after {warmup} warm-up runs (the order reversed every other repeat): "
+            "times are medians, ratios and overheads the median of the per-repeat ratios")
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, device: torch.device) -> Timings:
+    """Seconds per call of each function, the functions alternating within every repeat, in
+    reverse order every other repeat (so no function always runs right after the same one)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     _sync(device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for i in range(repeats):
+        for name in names if i % 2 == 0 else reversed(names):
             start = time.perf_counter()
-            fn()
+            fns[name]()
             _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            samples[name].append(time.perf_counter() - start)
+    return Timings(samples)
 
 
 def _device(name: str) -> torch.device:
@@ -233,16 +273,16 @@ def _benchmark_model(name: str, args: argparse.Namespace, device: torch.device) 
         if not args.no_latency:
             with _threads(1):
                 t = time_interleaved({"base": lambda: base(one), "noah": lambda: noah(one)}, args.warmup, args.repeats, torch.device("cpu"))
-            row["lat_base_ms"], row["lat_noah_ms"] = t["base"] * 1e3, t["noah"] * 1e3
-            row["lat_overhead_%"] = (t["noah"] / t["base"] - 1) * 100
+            row["lat_base_ms"], row["lat_noah_ms"] = t.median("base") * 1e3, t.median("noah") * 1e3
+            row["lat_overhead_%"] = (t.ratio("noah", "base") - 1) * 100
         base.to(device)
         noah.to(device)
         batch = torch.randn(args.batch_size, 3, size, size, device=device)
         with _threads(args.threads):
             t = time_interleaved({"base": lambda: base(batch), "noah": lambda: noah(batch)}, args.warmup, args.repeats, device)
-        row["fps_base"], row["fps_noah"] = args.batch_size / t["base"], args.batch_size / t["noah"]
-        row["speed_ratio"] = row["fps_noah"] / row["fps_base"]
-        row["thr_overhead_%"] = (t["noah"] / t["base"] - 1) * 100
+        row["fps_base"], row["fps_noah"] = args.batch_size / t.median("base"), args.batch_size / t.median("noah")
+        row["speed_ratio"] = t.ratio("base", "noah")
+        row["thr_overhead_%"] = (t.ratio("noah", "base") - 1) * 100
     return row
 
 
@@ -262,7 +302,7 @@ def _run_models(args: argparse.Namespace) -> int:
     notes = [
         _environment(device, args.threads),
         f"latency: batch 1, 1 thread, CPU; throughput: batch {args.batch_size} on {device}; "
-        f"medians of {args.repeats} interleaved runs after {args.warmup} warm-up runs; MACs at batch 1",
+        f"{_how_read(args.repeats, args.warmup)}; MACs at batch 1",
     ]
     _emit(rows, "NOAH vs GAP baseline", "benchmark", args.output, notes)
     return 0
@@ -324,12 +364,14 @@ def _benchmark_training(name: str, args: argparse.Namespace, device: torch.devic
         t = time_interleaved(runs, args.warmup, args.repeats, device)
     row: dict[str, Any] = {
         "model": name, "batch": args.batch_size, "macs_base_G": macs["gap"], "macs_noah_G": macs["noah"],
-        "step_base_ms": t["gap"] * 1e3, "step_noah_ms": t["noah"] * 1e3,
-        "train_overhead_%": (t["noah"] / t["gap"] - 1) * 100,
+        "step_base_ms": t.median("gap") * 1e3, "step_noah_ms": t.median("noah") * 1e3,
+        "train_overhead_%": (t.ratio("noah", "gap") - 1) * 100,
     }
+    q1, q3 = t.ratio_quartiles("noah", "gap")
+    row["overhead_q1_%"], row["overhead_q3_%"] = (q1 - 1) * 100, (q3 - 1) * 100
     if with_kernel:
-        row["step_noah_torch_ms"] = t["noah_torch"] * 1e3
-        row["torch_overhead_%"] = (t["noah_torch"] / t["gap"] - 1) * 100
+        row["step_noah_torch_ms"] = t.median("noah_torch") * 1e3
+        row["torch_overhead_%"] = (t.ratio("noah_torch", "gap") - 1) * 100
     return row
 
 
@@ -349,8 +391,9 @@ def _run_training(args: argparse.Namespace) -> int:
     notes = [
         _environment(device, args.threads) + f"; fused CPU training kernel: {train_status()}",
         f"one training step = forward + cross-entropy + backward + SGD step{amp}, train mode (the paper's head "
-        f"dropout), batch {args.batch_size}, random {args.num_classes}-class data; medians of {args.repeats} "
-        f"interleaved steps after {args.warmup} warm-up steps; overhead = NOAH step / GAP step - 1"
+        f"dropout), batch {args.batch_size}, random {args.num_classes}-class data; "
+        f"{_how_read(args.repeats, args.warmup)}; overhead = NOAH step / GAP step - 1, "
+        "overhead_q1/q3: its first and third quartiles over the repeats"
         + (f"; noah_torch: the NOAH model with {kernel} disabled (PyTorch autograd head)"
            if _kernel_for_training(device, args.amp) else ""),
     ]
@@ -398,10 +441,10 @@ def _run_head_only(args: argparse.Namespace) -> int:
                 t = time_interleaved(runs, args.warmup, args.repeats, device)
             row: dict[str, Any] = {"shape": str(shape), "batch": b}
             for name in runs:
-                row[f"{name}_ms"] = t[name] * 1e3
+                row[f"{name}_ms"] = t.median(name) * 1e3
             for name in runs:
                 if name != "floor":
-                    row[f"{name}/floor"] = t[name] / t["floor"]
+                    row[f"{name}/floor"] = t.ratio(name, "floor")
             row["fast_vs_plain_rel_err"] = float(error)
             if not args.no_train:
                 row.update(_train_times(heads, x, args, device))
@@ -410,7 +453,8 @@ def _run_head_only(args: argparse.Namespace) -> int:
         _environment(device, args.threads),
         "floor: one dense (B*L, C) @ (C, M) matmul with the same multiply-adds; inference under torch.no_grad(); "
         + ("fast_torch: the fast head with its compiled kernel disabled (PyTorch ops only); " if with_kernel else "")
-        + f"train: forward + backward of a sum loss in train mode; medians of {args.repeats} interleaved runs",
+        + f"train_*: forward + backward of a sum loss in train mode ({_train_repeats(args)} repeats); "
+        + _how_read(args.repeats, args.warmup),
     ]
     _emit(rows, "NOAH head alone", "head_only", args.output, notes)
     return 0
@@ -419,6 +463,11 @@ def _run_head_only(args: argparse.Namespace) -> int:
 def _without_kernel(head: Any, x: torch.Tensor) -> torch.Tensor:
     with kernel_disabled():
         return head(x)
+
+
+def _train_repeats(args: argparse.Namespace) -> int:
+    """Repeats of --head-only's training columns: half of --repeats, at least 3."""
+    return max(3, args.repeats // 2)
 
 
 def _train_times(heads: dict[str, Any], x: torch.Tensor, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
@@ -434,8 +483,8 @@ def _train_times(heads: dict[str, Any], x: torch.Tensor, args: argparse.Namespac
     for head in heads.values():
         head.train()
     with _threads(args.threads):
-        t = time_interleaved({k: step(h) for k, h in heads.items()}, max(1, args.warmup // 2), max(3, args.repeats // 2), device)
-    return {f"train_{k}_ms": v * 1e3 for k, v in t.items()}
+        t = time_interleaved({k: step(h) for k, h in heads.items()}, max(1, args.warmup // 2), _train_repeats(args), device)
+    return {f"train_{k}_ms": t.median(k) * 1e3 for k in heads}
 
 
 def _head_step(head: Any, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
@@ -491,8 +540,9 @@ def _run_head_training(args: argparse.Namespace) -> int:
                 error = _gradient_error(heads, x, grad)
                 t = time_interleaved(runs, args.warmup, args.repeats, device)
             row: dict[str, Any] = {"shape": str(shape), "batch": b}
-            row.update({f"{k}_ms": v * 1e3 for k, v in t.items()})
-            row.update({f"{k}/floor": t[k] / t["floor"] for k in runs if k != "floor"})
+            row.update({f"{k}_ms": t.median(k) * 1e3 for k in runs})
+            row.update({f"{k}/floor": t.ratio(k, "floor") for k in runs if k != "floor"})
+            row["fast/floor_q1"], row["fast/floor_q3"] = t.ratio_quartiles("fast", "floor")
             row["grad_rel_err"] = error
             rows.append(row)
     notes = [
@@ -501,8 +551,9 @@ def _run_head_training(args: argparse.Namespace) -> int:
         "((B*L, C) @ (C, M), dY @ W^T, X^T @ dY); the heads: forward + backward for a given dlogits, train mode, "
         "no dropout"
         + ("; fast: the compiled training kernel; fast_torch: the same head with the kernel disabled" if with_kernel else "")
-        + f"; grad_rel_err: fast vs plain, largest relative difference of dX, dWk, dWv, dbv; medians of {args.repeats} "
-        "interleaved runs",
+        + "; grad_rel_err: fast vs plain, largest relative difference of dX, dWk, dWv, dbv; "
+        + _how_read(args.repeats, args.warmup)
+        + "; fast/floor_q1/q3: the first and third quartiles of fast/floor over the repeats",
     ]
     _emit(rows, "NOAH head alone, training", "head_train", args.output, notes)
     return 0
