@@ -57,6 +57,7 @@ from typing import Any, Iterable
 import torch
 import yaml
 
+from noah.allocator import keep_freed_memory
 from noah.engine.config import HEAD_OPTION_FIELDS, TrainConfig, add_config_arguments, config_fields, given_options
 from noah.engine.datasets import resolve_data
 from noah.engine.distributed import init_distributed, resolve_device
@@ -250,6 +251,7 @@ def _train_logged(config: TrainConfig, folder: Path, log: Path | None) -> str | 
 
 def _worker_setup(threads: int) -> None:
     torch.set_num_threads(threads)
+    keep_freed_memory()
 
 
 def _worker(config: dict[str, Any], folder: str, log: str) -> str | None:
@@ -562,6 +564,7 @@ def run(args: argparse.Namespace) -> int:
     if "model" in options and args.models is not None:
         raise ConfigError("give the models as --models A,B,... or one as --model, not both")
     base = resolve_config(args.recipe, args.config, options)
+    keep_freed_memory()  # as noah train does
     models = _names(args.models, "--models") if args.models is not None else [base.model]
     heads = _names(args.heads, "--heads")
     command = command_line(args)

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from noah.allocator import keep_freed_memory
 from noah.engine.checkpoint import load_checkpoint, rng_state, set_rng_state
 from noah.engine.config import TrainConfig, add_config_arguments, given_options
 from noah.engine.datasets import build_dataset, resolve_data
@@ -78,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args.recipe, args.config, given_options(args))
+    keep_freed_memory()  # a step's activations are reused, not faulted in afresh (noah.allocator)
     train(config, output=args.output, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
     return 0
 
