@@ -5,8 +5,9 @@ threshold (128 KiB at first, raised as such blocks are freed, at most 32 MiB) ge
 their own, unmapped when freed, and the top of the heap is trimmed once more than twice that
 threshold is free there. A training step frees its activations and allocates them again in the
 next step, so every step faults their pages in afresh, each one zero-filled by the kernel. On the
-2-core development VM that was a third of a MobileNetV2 x0.35 training step's CPU time, and the
-step took 1.4x as long as with the memory kept (BENCHMARKS.md §4, ``tools/step_faults.py``).
+2-core development VM the kernel's share was 25-34 % of a MobileNetV2 x0.35 training step's CPU
+time, and the step took about 1.5x as long as with the memory kept (BENCHMARKS.md §4,
+``tools/step_faults.py``).
 
 :func:`keep_freed_memory` turns both off (``mallopt``: no mappings of their own, so every block
 comes from the heap, and the heap is never trimmed): the process keeps, and reuses, the memory its
@@ -30,7 +31,7 @@ __all__ = ["keep_freed_memory", "allocator_status"]
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
-_status = "glibc's defaults"
+_status = "the C library's defaults"
 
 
 def _glibc() -> ctypes.CDLL | None:
