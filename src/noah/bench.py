@@ -445,14 +445,8 @@ def _run_head_only(args: argparse.Namespace) -> int:
                 others = {"plain": lambda: heads["plain"](x)}
                 if with_kernel:
                     others["fast_torch"] = lambda: _without_kernel(heads["fast"], x)
-                # as in training: fast beside the floor alone, the maps of the others in a pass of their own
-                t = time_interleaved({"floor": floor, "fast": lambda: heads["fast"](x)}, args.warmup, args.repeats, device)
-                rest = time_interleaved({"floor": floor, **others}, args.warmup, args.repeats, device)
-            row: dict[str, Any] = {"shape": str(shape), "batch": b, "floor_ms": t.median("floor") * 1e3,
-                                   "fast_ms": t.median("fast") * 1e3}
-            row.update({f"{k}_ms": rest.median(k) * 1e3 for k in others})
-            row["fast/floor"] = t.ratio("fast", "floor")
-            row.update({f"{k}/floor": rest.ratio(k, "floor") for k in others})
+                columns = _against_floor(floor, lambda: heads["fast"](x), others, args, device)
+            row: dict[str, Any] = {"shape": str(shape), "batch": b, **columns}
             row["fast_vs_plain_rel_err"] = float(error)
             if not args.no_train:
                 row.update(_train_times(heads, x, args, device))
@@ -462,11 +456,27 @@ def _run_head_only(args: argparse.Namespace) -> int:
         "floor: one dense (B*L, C) @ (C, M) matmul with the same multiply-adds; inference under torch.no_grad(); "
         + ("fast_torch: the fast head with its compiled kernel disabled (PyTorch ops only); " if with_kernel else "")
         + "floor and fast are timed as a pair, the other heads against floor in a pass of their own; "
+        + "fast/floor_q1/q3: the first and third quartiles of fast/floor over the repeats; "
         + f"train_*: forward + backward of a sum loss in train mode ({_train_repeats(args)} repeats); "
         + _how_read(args.repeats, args.warmup),
     ]
     _emit(rows, "NOAH head alone", "head_only", args.output, notes)
     return 0
+
+
+def _against_floor(floor: Callable[[], Any], fast: Callable[[], Any], others: dict[str, Callable[[], Any]],
+                   args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """A head row's timings: ``fast`` beside ``floor`` alone, then ``others`` against ``floor`` in
+    a pass of their own (the PyTorch-path heads' maps churn memory for whatever runs next);
+    medians in ms, ratios to the floor, and fast/floor's first and third quartiles."""
+    pair = time_interleaved({"floor": floor, "fast": fast}, args.warmup, args.repeats, device)
+    rest = time_interleaved({"floor": floor, **others}, args.warmup, args.repeats, device)
+    row = {"floor_ms": pair.median("floor") * 1e3, "fast_ms": pair.median("fast") * 1e3}
+    row.update({f"{k}_ms": rest.median(k) * 1e3 for k in others})
+    row["fast/floor"] = pair.ratio("fast", "floor")
+    row.update({f"{k}/floor": rest.ratio(k, "floor") for k in others})
+    row["fast/floor_q1"], row["fast/floor_q3"] = pair.ratio_quartiles("fast", "floor")
+    return row
 
 
 def _without_kernel(head: Any, x: torch.Tensor) -> torch.Tensor:
@@ -546,16 +556,8 @@ def _run_head_training(args: argparse.Namespace) -> int:
             others.update({k: _head_step(heads[k], x, grad) for k in ("plain", "lean")})
             with _threads(args.threads):
                 error = _gradient_error(heads, x, grad)
-                # the target's pair first, on its own: the others' maps churn memory for what runs next
-                t = time_interleaved({"floor": floor, "fast": fast}, args.warmup, args.repeats, device)
-                rest = time_interleaved({"floor": floor, **others}, args.warmup, args.repeats, device)
-            row: dict[str, Any] = {"shape": str(shape), "batch": b, "floor_ms": t.median("floor") * 1e3,
-                                   "fast_ms": t.median("fast") * 1e3}
-            row.update({f"{k}_ms": rest.median(k) * 1e3 for k in others})
-            row["fast/floor"] = t.ratio("fast", "floor")
-            row.update({f"{k}/floor": rest.ratio(k, "floor") for k in others})
-            row["fast/floor_q1"], row["fast/floor_q3"] = t.ratio_quartiles("fast", "floor")
-            row["grad_rel_err"] = error
+                columns = _against_floor(floor, fast, others, args, device)
+            row: dict[str, Any] = {"shape": str(shape), "batch": b, **columns, "grad_rel_err": error}
             rows.append(row)
     notes = [
         _environment(device, args.threads) + f"; fused CPU training kernel: {train_status()}",
