@@ -7,7 +7,7 @@ Usage (from the repository root, the package installed)::
 
 Builds the GAP baseline and the NOAH model, applies :func:`noah.allocator.keep_freed_memory`
 (as ``noah train`` and ``noah benchmark`` do; the environment variable above turns it off) and
-alternates SGD steps of the two (``noah benchmark --train``'s step), printing per step the
+alternates SGD steps of the two (``noah benchmark --train``'s step and order), printing per step the
 medians of wall time, the process's user and system CPU time and its minor page faults
 (``getrusage``). System time is mostly the kernel faulting pages in, zero-filled, for memory the
 allocator gave back after the previous step. A development tool: ``noah benchmark`` is the
@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import time
+from typing import Callable
 
 import torch
 
 from noah.allocator import allocator_status, keep_freed_memory
-from noah.bench import _sgd_step
+from noah.bench import _sgd_step, time_interleaved
 from noah.models import create_model
 
 
@@ -44,20 +44,24 @@ def main() -> None:
         torch.manual_seed(1)
         images, target = torch.randn(args.batch_size, 3, 224, 224), torch.randint(0, 1000, (args.batch_size,))
         steps[head] = _sgd_step(model, images, target)
-    for step in steps.values():  # warm-up
-        step()
     samples: dict[str, list[tuple[float, ...]]] = {head: [] for head in steps}
-    for i in range(args.repeats):
-        for head in steps if i % 2 == 0 else reversed(list(steps)):
-            before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            steps[head]()
-            wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-            samples[head].append((wall * 1e3, (after.ru_utime - before.ru_utime) * 1e3,
-                                  (after.ru_stime - before.ru_stime) * 1e3, after.ru_minflt - before.ru_minflt))
+
+    def measured(head: str, step: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            step()
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            samples[head].append(((after.ru_utime - before.ru_utime) * 1e3, (after.ru_stime - before.ru_stime) * 1e3,
+                                  after.ru_minflt - before.ru_minflt))
+        return run
+
+    timings = time_interleaved({head: measured(head, step) for head, step in steps.items()}, 1, args.repeats,
+                               torch.device("cpu"))
     print(f"{args.model}, batch {args.batch_size}, {args.threads} threads, malloc: {allocator_status()}; "
           f"medians of {args.repeats} steps each")
     for head, rows in samples.items():
-        wall, user, system, faults = (statistics.median(column) for column in zip(*rows))
+        wall = timings.median(head) * 1e3
+        user, system, faults = (statistics.median(column) for column in zip(*rows[1:]))  # after the warm-up step
         print(f"  {head:5s} wall {wall:7.0f} ms   user {user:7.0f} ms   system {system:6.0f} ms   "
               f"minor faults {faults:8.0f}")
 
